@@ -1,0 +1,112 @@
+"""Model configurations: architecture as data.
+
+A variant is a frozen :class:`ModelCfg`; overrides are applied with :func:`dataclasses.replace`, and an
+override left at ``None`` never clobbers a default (timm's convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .anchors import COCO_ANCHORS, SCALE_X_Y, STRIDES
+
+__all__ = ["ModelCfg", "MODEL_CFGS"]
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """Everything that defines a YOLOv4 network.
+
+    Attributes:
+        backbone: timm model name; any model that supports ``features_only`` and has stride 8/16/32 levels.
+        backbone_act: activation override passed to timm as ``act_layer`` (``"mish"`` for CSPDarknet53-Mish);
+            ``None`` keeps the timm default.
+        backbone_width: channel multiplier applied to a timm CSPNet config (``None`` or 1.0: the named model as is).
+        backbone_depth: block-count multiplier applied to a timm CSPNet config.
+        pretrained_backbone: path to a local timm checkpoint for the backbone; weights are never downloaded.
+        neck_act: activation of the neck and head convolutions (``"leaky"`` = leaky ReLU slope 0.1, darknet).
+        neck_width: multiplier on the neck widths (each level's neck width is half its backbone channels).
+        spp_kernels: max-pool kernel sizes of SPP (darknet yolov4.cfg: 5, 9, 13); empty disables SPP.
+        sam: modified (point-wise) spatial attention on each PAN output (YOLOv4 paper, section 3.4).
+        dropblock: DropBlock probability in the neck (0 disables); ``dropblock_size`` is its block size.
+        anchors: per level, per anchor ``(w, h)`` in input pixels.
+        strides: output strides of the detection levels.
+        scale_x_y: grid-sensitivity factor per level.
+        prior_prob: initial objectness probability (bias initialisation, RetinaNet-style).
+        cls_prior_prob: initial class probability; ``None`` uses ``1 / num_classes``.
+    """
+
+    backbone: str = "cspdarknet53"
+    backbone_act: str | None = "mish"
+    backbone_width: float | None = None
+    backbone_depth: float | None = None
+    pretrained_backbone: str | None = None
+    neck_act: str = "leaky"
+    neck_width: float = 1.0
+    spp_kernels: tuple[int, ...] = (5, 9, 13)
+    sam: bool = False
+    dropblock: float = 0.0
+    dropblock_size: int = 7
+    anchors: tuple[tuple[tuple[float, float], ...], ...] = COCO_ANCHORS
+    strides: tuple[int, ...] = STRIDES
+    scale_x_y: tuple[float, ...] = SCALE_X_Y
+    prior_prob: float = 0.01
+    cls_prior_prob: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **overrides: Any) -> ModelCfg:
+        """Return a copy with the given fields replaced; ``None`` values are ignored."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown model config key(s) {unknown}; expected some of {sorted(names)}")
+        clean = {k: _freeze(v) for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (lists, numbers, strings) for checkpoints and YAML."""
+        return _thaw(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCfg:
+        """Inverse of :meth:`to_dict`; unknown keys raise a ``TypeError`` naming them."""
+        return cls().replace(**data)
+
+
+def _freeze(value: Any) -> Any:
+    """Lists (from YAML/JSON) to tuples so the frozen config stays hashable and comparable."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+# Anchors for small inputs: the COCO anchors scaled from 608 px to 256 px, for the tiny test/demo variant.
+_SMALL_ANCHORS = tuple(tuple((round(w * 256 / 608, 1), round(h * 256 / 608, 1)) for w, h in lvl) for lvl in COCO_ANCHORS)
+
+MODEL_CFGS: dict[str, ModelCfg] = {
+    # The paper model: CSPDarknet53 with Mish, SPP, PAN, leaky ReLU 0.1 in the neck (darknet yolov4.cfg).
+    "yolov4_cspdarknet53": ModelCfg(),
+    # Smaller timm CS3Darknet backbones (SiLU in timm); the neck keeps darknet's leaky ReLU.
+    "yolov4_cs3darknet_s": ModelCfg(backbone="cs3darknet_s", backbone_act=None),
+    "yolov4_cs3darknet_m": ModelCfg(backbone="cs3darknet_m", backbone_act=None),
+    "yolov4_cs3darknet_l": ModelCfg(backbone="cs3darknet_l", backbone_act=None),
+    # A quarter-width, one-block-per-stage CS3Darknet for tests and the CPU demo (~0.3M parameters).
+    "yolov4_tiny": ModelCfg(
+        backbone="cs3darknet_s",
+        backbone_act=None,
+        backbone_width=0.25,
+        backbone_depth=0.34,
+        neck_width=0.5,
+        anchors=_SMALL_ANCHORS,
+    ),
+}

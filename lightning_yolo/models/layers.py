@@ -1,0 +1,109 @@
+"""Building blocks of the neck and head: ConvNormAct presets, SPP, modified SAM, DropBlock, fusing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops import DropBlock2d
+
+__all__ = ["get_act", "ConvNormAct", "SPP", "SAM", "DropBlock2d", "fuse_conv_bn_"]
+
+
+def get_act(name: str | None) -> nn.Module:
+    """Activation module by name.
+
+    ``"leaky"`` is leaky ReLU with slope 0.1 as in darknet (PyTorch and timm default to 0.01).
+    """
+    key = (name or "linear").lower()
+    if key in ("leaky", "leaky_relu"):
+        return nn.LeakyReLU(0.1, inplace=True)
+    if key == "mish":
+        return nn.Mish(inplace=True)
+    if key in ("silu", "swish"):
+        return nn.SiLU(inplace=True)
+    if key == "relu":
+        return nn.ReLU(inplace=True)
+    if key in ("sigmoid", "logistic"):
+        return nn.Sigmoid()
+    if key in ("linear", "identity", "none"):
+        return nn.Identity()
+    raise ValueError(f"unknown activation {name!r}; expected one of leaky, mish, silu, relu, sigmoid, linear")
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d (no bias, 'same' padding) -> BatchNorm2d -> activation: darknet's ``[convolutional]``.
+
+    State-dict keys are ``conv.*`` and ``bn.*``; :func:`fuse_conv_bn_` folds ``bn`` into ``conv``.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, act: str = "leaky") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, bias=False)
+        # eps / momentum as in darknet (batchnorm with 0.99 running average) and YOLOX.
+        self.bn: nn.Module = nn.BatchNorm2d(out_chs, eps=1e-3, momentum=0.03)
+        self.act = get_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class SPP(nn.Module):
+    """Spatial pyramid pooling (YOLOv4 / darknet): concat of stride-1 max-pools and the input.
+
+    Channels grow from ``C`` to ``C * (len(kernel_sizes) + 1)``. Order follows darknet's route layer
+    (largest pool first, input last) so darknet weights map one to one.
+    """
+
+    def __init__(self, kernel_sizes: Sequence[int] = (5, 9, 13)) -> None:
+        super().__init__()
+        for k in kernel_sizes:
+            if k % 2 != 1:
+                raise ValueError(f"SPP kernel sizes must be odd to keep the map size, got {list(kernel_sizes)}")
+        self.kernel_sizes = tuple(sorted(kernel_sizes, reverse=True))
+        self.pools = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in self.kernel_sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([pool(x) for pool in self.pools] + [x], dim=1)
+
+
+class SAM(nn.Module):
+    """Modified spatial attention module (YOLOv4 paper, fig. 5): point-wise, no pooling.
+
+    ``y = x * sigmoid(BN(conv1x1(x)))`` (darknet ``yolov4-sam`` cfgs: a logistic ``[convolutional]`` then ``[sam]``).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.attn = ConvNormAct(channels, channels, 1, act="sigmoid")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attn(x)
+
+
+@torch.no_grad()
+def fuse_conv_bn_(module: nn.Module) -> int:
+    """Fold every BatchNorm that directly follows a convolution into it, in place (inference only).
+
+    Works on this package's :class:`ConvNormAct` and on timm's ``ConvNormAct`` (``conv`` + ``bn``, where
+    ``bn`` may be a ``BatchNormAct2d`` carrying its own activation, which is kept).
+
+    Returns:
+        The number of convolutions fused.
+    """
+    count = 0
+    for parent in list(module.modules()):
+        conv = getattr(parent, "conv", None)
+        bn = getattr(parent, "bn", None)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            continue
+        if bn.running_mean is None or not bn.track_running_stats:
+            continue
+        parent.conv = fuse_conv_bn_eval(conv.eval(), bn.eval())
+        # timm's BatchNormAct2d applies drop + act after normalising: keep those.
+        tail = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if isinstance(m, nn.Module)]
+        parent.bn = nn.Sequential(*tail) if tail else nn.Identity()
+        count += 1
+    return count

@@ -1,0 +1,94 @@
+"""The YOLOv4 network: timm backbone -> SPP + PAN neck -> three-level YOLO head.
+
+The network never sees targets or losses, so it exports on its own (effdet's separation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .anchors import AnchorSet
+from .backbone import Backbone
+from .config import ModelCfg
+from .head import YOLOHead
+from .layers import fuse_conv_bn_
+from .neck import PANNeck
+
+__all__ = ["YOLOv4"]
+
+
+class YOLOv4(nn.Module):
+    """YOLOv4 detector network.
+
+    Args:
+        cfg: the architecture (see :class:`ModelCfg`; variants in ``MODEL_CFGS``).
+        num_classes: number of object classes ``C``.
+
+    ``forward(images: [B, 3, H, W] float, H and W multiples of 32) -> list[Tensor[B, A*(5+C), H/s, W/s]]``
+    for ``s`` in ``cfg.strides`` (8, 16, 32): the raw head maps, same type in train and eval.
+    """
+
+    def __init__(self, cfg: ModelCfg, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.anchors = AnchorSet(cfg.anchors, cfg.strides, cfg.scale_x_y)
+        self.backbone = Backbone(
+            cfg.backbone,
+            strides=cfg.strides,
+            act=cfg.backbone_act,
+            width=cfg.backbone_width,
+            depth=cfg.backbone_depth,
+            pretrained=cfg.pretrained_backbone,
+        )
+        self.neck = PANNeck(
+            self.backbone.out_channels,
+            width=cfg.neck_width,
+            act=cfg.neck_act,
+            spp_kernels=cfg.spp_kernels,
+            sam=cfg.sam,
+            dropblock=cfg.dropblock,
+            dropblock_size=cfg.dropblock_size,
+        )
+        self.head = YOLOHead(
+            self.neck.out_channels,
+            num_classes,
+            anchors_per_level=self.anchors.anchors_per_level,
+            act=cfg.neck_act,
+            prior_prob=cfg.prior_prob,
+            cls_prior_prob=cfg.cls_prior_prob,
+        )
+        self.max_stride = int(max(cfg.strides))
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def strides(self) -> list[int]:
+        return list(self.cfg.strides)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        torch._assert(images.dim() == 4, "images must be [B, 3, H, W]")
+        torch._assert(
+            images.shape[-1] % self.max_stride == 0 and images.shape[-2] % self.max_stride == 0,
+            "image height and width must be multiples of the largest stride (32)",
+        )
+        return self.head(self.neck(self.backbone(images)))
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the prediction layers for a new class count (fine-tuning to a new class list)."""
+        self.head.reset(num_classes)
+
+    @torch.no_grad()
+    def fuse(self) -> YOLOv4:
+        """Fold Conv+BN pairs for inference (puts the model in eval mode). Returns ``self``."""
+        self.eval()
+        fuse_conv_bn_(self)
+        return self
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain-Python description stored in checkpoints: architecture and class count."""
+        return {"cfg": self.cfg.to_dict(), "num_classes": self.num_classes}
