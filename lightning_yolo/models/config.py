@@ -71,8 +71,12 @@ class ModelCfg:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCfg:
-        """Inverse of :meth:`to_dict`; unknown keys raise a ``TypeError`` naming them."""
-        return cls().replace(**data)
+        """Inverse of :meth:`to_dict` (``None`` values are kept); unknown keys raise a ``TypeError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TypeError(f"unknown model config key(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**{k: _freeze(v) for k, v in data.items()})
 
 
 def _freeze(value: Any) -> Any:

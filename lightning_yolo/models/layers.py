@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.ops import DropBlock2d
+from torchvision.ops import drop_block2d
 
 __all__ = ["get_act", "ConvNormAct", "SPP", "SAM", "DropBlock2d", "fuse_conv_bn_"]
 
@@ -81,6 +81,31 @@ class SAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attn(x)
+
+
+class DropBlock2d(nn.Module):
+    """DropBlock (Ghiasi et al. 2018) via ``torchvision.ops.drop_block2d``, active only while training.
+
+    The block size is capped at the largest odd size that fits the map, so small inputs (64 px: 2x2 maps at
+    stride 32) work where torchvision's module would reject an even, clipped block.
+    """
+
+    def __init__(self, p: float, block_size: int = 7) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropblock probability must be in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.block_size = int(block_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        size = min(self.block_size, x.shape[-1], x.shape[-2])
+        size = size if size % 2 == 1 else size - 1
+        return drop_block2d(x, self.p, max(size, 1), inplace=False, training=True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, block_size={self.block_size}"
 
 
 @torch.no_grad()
