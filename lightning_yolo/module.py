@@ -1,0 +1,337 @@
+"""YOLOModule: the LightningModule that trains and evaluates a YOLOv4 network."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+import torch
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+
+from .models import create_model
+from .models.predictor import YOLOPredictor
+from .ops.boxes import scale_boxes_to_original
+from .ops.postprocess import decode_outputs, postprocess
+from .training.loss import YOLOLoss
+from .training.optim import WarmupCosineLR, param_groups
+
+__all__ = ["YOLOModule"]
+
+log = logging.getLogger(__name__)
+
+
+#: Keys of the torchmetrics COCO result that are logged (scalars only: ``classes`` is a tensor of ids).
+MAP_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
+
+
+class YOLOModule(pl.LightningModule):
+    """Trains a YOLOv4 detector: loss in ``training_step``, COCO mAP in validation and test.
+
+    Args:
+        model_name: a variant of :func:`lightning_yolo.list_models`.
+        num_classes: number of classes (linked from the data by the CLI).
+        class_names: names of the classes (linked from the data by the CLI); stored in checkpoints.
+        model_overrides: :class:`~lightning_yolo.models.ModelCfg` fields to replace, e.g. ``{"sam": true}`` or
+            ``{"anchors": [[[10, 13], ...], ...]}``.
+        box_loss: ``"ciou"``, ``"diou"``, ``"giou"`` or ``"iou"``.
+        iou_thresh: multi-anchor assignment threshold (darknet ``iou_thresh=0.213``).
+        ignore_thresh: objectness ignore threshold (darknet ``ignore_thresh=0.7``).
+        label_smoothing: class label smoothing ``eps``.
+        focal_gamma: focal objectness ``gamma`` (0 = BCE).
+        obj_iou_ratio: IoU-aware objectness target mix (0 = darknet's target 1).
+        box_weight: weight of the box term.
+        obj_weight: weight of the objectness term.
+        cls_weight: weight of the class term.
+        optimizer: an ``OptimizerCallable`` taking parameter groups; ``None`` builds SGD with ``lr``,
+            ``momentum``, ``weight_decay`` (no decay on norms and biases), Nesterov.
+        lr: base learning rate of the default optimizer.
+        momentum: SGD momentum (darknet yolov4.cfg 0.949).
+        weight_decay: L2 decay on convolution weights (darknet ``decay=0.0005``).
+        lr_scheduler: an ``LRSchedulerCallable``; ``None`` uses warmup (darknet ``burn_in``, power 4) then cosine,
+            stepped every optimisation step and planned over the trainer's total steps.
+        warmup_epochs: length of the warmup in epochs (fractional allowed).
+        min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``.
+        score_thresh: validation score threshold (COCO protocol: 0.001).
+        nms_iou_thresh: validation NMS IoU threshold.
+        nms_kind: ``"diou"`` (darknet ``nms_kind=diounms``) or ``"greedy"``.
+        max_det: detections per image in validation (COCO: 100 are scored).
+        init_from: fine-tune: a checkpoint of this package or a plain ``state_dict`` whose matching tensors
+            initialise the model (the head is re-initialised when the class list differs).
+        freeze_backbone_epochs: keep the backbone frozen (weights and BatchNorm statistics) for this many epochs.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "yolov4_tiny",
+        num_classes: int = 4,
+        class_names: list[str] | None = None,
+        model_overrides: dict[str, Any] | None = None,
+        box_loss: str = "ciou",
+        iou_thresh: float = 0.213,
+        ignore_thresh: float = 0.7,
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 0.0,
+        obj_iou_ratio: float = 0.0,
+        box_weight: float = 0.05,
+        obj_weight: float = 1.0,
+        cls_weight: float = 0.5,
+        optimizer: OptimizerCallable | None = None,
+        lr: float = 0.01,
+        momentum: float = 0.937,
+        weight_decay: float = 5e-4,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        warmup_epochs: float = 1.0,
+        min_lr_ratio: float = 0.05,
+        score_thresh: float = 0.001,
+        nms_iou_thresh: float = 0.6,
+        nms_kind: str = "diou",
+        max_det: int = 100,
+        init_from: str | None = None,
+        freeze_backbone_epochs: int = 0,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        if nms_kind not in ("diou", "greedy"):
+            raise ValueError(f"nms_kind must be 'diou' or 'greedy', got {nms_kind!r}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.model = create_model(model_name, num_classes=num_classes, **(model_overrides or {}))
+        self.loss = self._make_loss()
+        self.val_map = self._make_metric()
+        self.test_map = self._make_metric()
+        if init_from:
+            from .checkpoint import load_matching_weights
+
+            load_matching_weights(self.model, init_from)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _make_loss(self) -> YOLOLoss:
+        hp = self.hparams
+        return YOLOLoss(
+            hp.num_classes,
+            self.model.anchors,
+            box_loss=hp.box_loss,
+            iou_thresh=hp.iou_thresh,
+            ignore_thresh=hp.ignore_thresh,
+            label_smoothing=hp.label_smoothing,
+            focal_gamma=hp.focal_gamma,
+            obj_iou_ratio=hp.obj_iou_ratio,
+            box_weight=hp.box_weight,
+            obj_weight=hp.obj_weight,
+            cls_weight=hp.cls_weight,
+        )
+
+    @staticmethod
+    def _make_metric() -> MeanAveragePrecision:
+        # COCO protocol through pycocotools; each image is counted once also under DDP because the
+        # DataModule's evaluation samplers never pad (see YOLODataModule).
+        return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.hparams.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The timm backbone (Lightning's ``BackboneFinetuning`` looks for this attribute)."""
+        return self.model.backbone
+
+    def predictor(self, **kwargs: Any) -> YOLOPredictor:
+        """A :class:`YOLOPredictor` sharing this module's network (kwargs override the validation settings)."""
+        hp = self.hparams
+        settings = dict(
+            score_thresh=0.25,
+            nms_iou_thresh=hp.nms_iou_thresh,
+            nms_kind=hp.nms_kind,
+            max_det=300,
+            class_names=self.class_names,
+        )
+        settings.update(kwargs)
+        return YOLOPredictor(self.model, **settings)
+
+    # ------------------------------------------------------------------ forward / steps
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Raw head maps for float images ``[B, 3, H, W]`` in ``[0, 1]``."""
+        return self.model(images)
+
+    def _check_batch(self, batch: Any) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        if not isinstance(batch, dict) or "images" not in batch or "targets" not in batch:
+            raise TypeError(
+                f"a batch must be a dict with keys 'images' and 'targets' (YOLODataModule's collate), got "
+                f"{type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
+            )
+        images, targets = batch["images"], batch["targets"]
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"batch['images'] must be a [B, 3, H, W] tensor, got {shape}")
+        if not images.is_floating_point():
+            raise TypeError(
+                "batch['images'] is still uint8: YOLODataModule.on_after_batch_transfer converts images to float; "
+                "when feeding batches by hand, pass float images in [0, 1]"
+            )
+        if len(targets) != images.shape[0]:
+            raise ValueError(f"batch['targets'] has {len(targets)} entries for {images.shape[0]} images")
+        return images, targets
+
+    def compute_loss(self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """``YOLOLoss`` of the network on a batch: ``dict(box, obj, cls, loss)``."""
+        return self.loss(self.model(images), targets)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, targets = self._check_batch(batch)
+        losses = self.compute_loss(images, targets)
+        total = losses["loss"]
+        if not bool(torch.isfinite(total)):
+            bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
+            raise FloatingPointError(
+                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
+                f"component(s) {bad} = {[float(losses[k]) for k in bad]}; lower the learning rate, check the data "
+                "or use fp32 precision"
+            )
+        bs = images.shape[0]
+        for key, value in losses.items():
+            self.log(f"train/{key}", value.detach(), batch_size=bs, prog_bar=key == "loss", on_step=True, on_epoch=True)
+        self.log("train/img_size", float(images.shape[-1]), batch_size=bs, on_step=True, on_epoch=False)
+        return total
+
+    def _predict_original(self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]], **kw: Any):
+        """Detections for a batch, in original-image pixels (undoing the letterbox of each image)."""
+        hp = self.hparams
+        anchors = self.model.anchors
+        decoded = decode_outputs(self.model(images), anchors.anchors, anchors.strides, anchors.scale_x_y, hp.num_classes)
+        settings = dict(
+            score_thresh=hp.score_thresh,
+            nms_iou_thresh=hp.nms_iou_thresh,
+            nms_kind=hp.nms_kind,
+            max_det=hp.max_det,
+        )
+        settings.update(kw)
+        dets = postprocess(decoded.float(), **settings)
+        for det, tgt in zip(dets, targets):
+            if "ratio" in tgt:
+                det["boxes"] = scale_boxes_to_original(det["boxes"], tgt["ratio"], tgt["pad"], tgt["orig_size"])
+        return dets
+
+    @staticmethod
+    def _targets_original(targets: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for t in targets:
+            boxes = t["boxes"].float()
+            if "ratio" in t:
+                boxes = scale_boxes_to_original(boxes, t["ratio"], t["pad"], t["orig_size"])
+            item = {"boxes": boxes, "labels": t["labels"].long()}
+            if "iscrowd" in t:
+                item["iscrowd"] = t["iscrowd"].long()
+            out.append(item)
+        return out
+
+    def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> None:
+        images, targets = self._check_batch(batch)
+        losses = self.compute_loss(images, targets)
+        bs = images.shape[0]
+        for key, value in losses.items():
+            self.log(f"{prefix}/{key}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
+        metric.update(self._predict_original(images, targets), self._targets_original(targets))
+
+    def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
+        result = metric.compute()
+        metric.reset()
+        scalars = {f"{prefix}/{k}": float(result[k]) for k in MAP_KEYS if k in result}
+        # Every process holds the same synced values, so no further reduction is needed.
+        for key, value in scalars.items():
+            self.log(key, value, prog_bar=key.endswith(("/map", "/map_50")), rank_zero_only=False)
+        return scalars
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_map, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_map, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_map, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_map, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Detections in original-image pixels; ``score_thresh`` 0.25 unless the module's is higher."""
+        images, targets = self._check_batch(batch)
+        dets = self._predict_original(images, targets, score_thresh=max(self.hparams.score_thresh, 0.25), max_det=300)
+        for det, tgt in zip(dets, targets):
+            if "image_id" in tgt:
+                det["image_id"] = tgt["image_id"]
+            if "path" in tgt:
+                det["path"] = tgt["path"]
+        return dets
+
+    # ------------------------------------------------------------------ backbone freezing
+    def _set_backbone_frozen(self, frozen: bool) -> None:
+        for p in self.model.backbone.parameters():
+            p.requires_grad_(not frozen)
+        # Frozen BatchNorm keeps its statistics: run the backbone's norms in eval mode while frozen.
+        for m in self.model.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(not frozen and self.training)
+
+    def on_train_epoch_start(self) -> None:
+        n = int(self.hparams.freeze_backbone_epochs)
+        if n > 0:
+            frozen = self.current_epoch < n
+            self._set_backbone_frozen(frozen)
+            if self.current_epoch == n:
+                log.info("unfreezing the backbone at epoch %d", n)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        groups = param_groups(self.model, hp.weight_decay)
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(groups)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        total_steps, warmup_steps = self._planned_steps()
+        scheduler = WarmupCosineLR(optimizer, total_steps=total_steps, warmup_steps=warmup_steps, min_lr_ratio=hp.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _planned_steps(self) -> tuple[int, int]:
+        """Total optimisation steps of the run and warmup steps (``warmup_epochs`` of them)."""
+        trainer = self.trainer
+        total = int(trainer.estimated_stepping_batches)
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError("the default schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        steps_per_epoch = total / max_epochs if max_epochs else total
+        warmup = int(round(self.hparams.warmup_epochs * steps_per_epoch))
+        return total, min(warmup, max(total - 1, 0))
+
+    def on_train_start(self) -> None:
+        # Extending a finished run (resume with a larger max_epochs) re-plans the cosine over the new total.
+        if self.scheduler_factory is not None or not self.trainer.lr_scheduler_configs:
+            return
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        if isinstance(scheduler, WarmupCosineLR):
+            total, _ = self._planned_steps()
+            if scheduler.total_steps != total:
+                log.info("re-planning the learning-rate schedule: %d -> %d total steps", scheduler.total_steps, total)
+                scheduler.set_total_steps(total)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain-Python model description so YOLOPredictor.from_checkpoint / other tools rebuild without this class.
+        checkpoint["lightning_yolo"] = {
+            "model_cfg": self.model.cfg.to_dict(),
+            "num_classes": self.hparams.num_classes,
+            "class_names": self.class_names,
+        }
