@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 import torch
@@ -131,8 +132,16 @@ class YOLOModule(pl.LightningModule):
     @staticmethod
     def _make_metric() -> MeanAveragePrecision:
         # COCO protocol through pycocotools; each image is counted once also under DDP because the
-        # DataModule's evaluation samplers never pad (see YOLODataModule).
-        return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        # DataModule's evaluation samplers never pad (see YOLODataModule). The thresholds are pycocotools' own
+        # float64 values: torchmetrics' defaults come from a float32 torch.linspace (0.3 -> 0.30000001), which
+        # shifts recall lookups that land exactly on a threshold and moves mAP by ~1e-3 against COCOeval.
+        return MeanAveragePrecision(
+            box_format="xyxy",
+            iou_type="bbox",
+            backend="pycocotools",
+            iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
+            rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -293,7 +302,8 @@ class YOLOModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        groups = param_groups(self.model, hp.weight_decay)
+        # Frozen (backbone) parameters stay in the optimizer: SGD skips them while their grad is None.
+        groups = param_groups(self.model, hp.weight_decay, trainable_only=False)
         if self.optimizer_factory is not None:
             optimizer = self.optimizer_factory(groups)
         else:

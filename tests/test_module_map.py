@@ -1,0 +1,99 @@
+"""The module's logged mAP equals pycocotools' COCOeval on the same predictions and targets."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from lightning_yolo.module import MAP_KEYS, YOLOModule
+
+COCO_STATS_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
+
+
+def _random_case(seed: int, num_images: int = 6, num_classes: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    preds, targets = [], []
+    for _ in range(num_images):
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 300
+        wh = torch.rand(n, 2, generator=g) * 150 + 4
+        gt = torch.cat([xy, xy + wh], 1)
+        labels = torch.randint(0, num_classes, (n,), generator=g)
+        crowd = torch.rand(n, generator=g) < 0.2
+        # predictions: jittered copies of the ground truth plus false positives
+        jitter = gt + torch.randn(n, 4, generator=g) * 6
+        fp_xy = torch.rand(3, 2, generator=g) * 300
+        fp = torch.cat([fp_xy, fp_xy + torch.rand(3, 2, generator=g) * 80 + 4], 1)
+        boxes = torch.cat([jitter, fp]).clamp(min=0)
+        boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        scores = torch.rand(n + 3, generator=g)
+        plabels = torch.cat([labels, torch.randint(0, num_classes, (3,), generator=g)])
+        preds.append({"boxes": boxes, "scores": scores, "labels": plabels})
+        targets.append({"boxes": gt, "labels": labels, "iscrowd": crowd})
+    return preds, targets
+
+
+def _pycocotools_stats(preds, targets, num_classes: int, category_ids: list[int]) -> dict[str, float]:
+    images, anns, dets = [], [], []
+    ann_id = 1
+    for img_id, (p, t) in enumerate(zip(preds, targets), start=1):
+        images.append({"id": img_id, "width": 640, "height": 640})
+        for box, label, crowd in zip(t["boxes"].tolist(), t["labels"].tolist(), t["iscrowd"].tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            anns.append(
+                {"id": ann_id, "image_id": img_id, "category_id": category_ids[label], "bbox": [box[0], box[1], w, h],
+                 "area": w * h, "iscrowd": int(crowd)}
+            )
+            ann_id += 1
+        for box, score, label in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets.append(
+                {"image_id": img_id, "category_id": category_ids[label],
+                 "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": score}
+            )
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in category_ids]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return dict(zip(COCO_STATS_KEYS, map(float, ev.stats[: len(COCO_STATS_KEYS)])))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_logged_map_equals_pycocotools(seed, monkeypatch):
+    preds, targets = _random_case(seed)
+    module = YOLOModule(model_name="yolov4_tiny", num_classes=3)
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(module, "log", lambda k, v, **kw: logged.__setitem__(k, float(v)))
+    for p, t in zip(preds, targets):  # one image per "step"
+        module.val_map.update([p], module._targets_original([t]))
+    module._eval_epoch_end(module.val_map, "val")
+    # COCO json with non-contiguous category ids: labels 0..2 stand for ids 1, 7, 90.
+    ref = _pycocotools_stats(preds, targets, 3, [1, 7, 90])
+    assert set(MAP_KEYS) <= set(COCO_STATS_KEYS)
+    for key in MAP_KEYS:
+        assert logged[f"val/{key}"] == pytest.approx(ref[key], abs=1e-4), key
+    assert 0.05 < logged["val/map"] < 0.95  # a non-trivial case
+
+
+def test_letterbox_targets_mapped_back_to_original_pixels():
+    t = {
+        "boxes": torch.tensor([[20.0, 30.0, 60.0, 90.0]]),
+        "labels": torch.tensor([1]),
+        "iscrowd": torch.tensor([False]),
+        "ratio": torch.tensor(0.5),
+        "pad": torch.tensor([10.0, 20.0]),
+        "orig_size": torch.tensor([400, 300]),
+    }
+    out = YOLOModule._targets_original([t])[0]
+    np.testing.assert_allclose(out["boxes"].numpy(), [[20.0, 20.0, 100.0, 140.0]])
+    assert out["iscrowd"].dtype == torch.int64
