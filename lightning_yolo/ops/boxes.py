@@ -14,6 +14,9 @@ __all__ = [
     "make_grid",
     "decode_boxes_cxcywh",
     "MAX_LOG_WH",
+    "clip_boxes",
+    "scale_boxes_to_original",
+    "scale_boxes_to_input",
 ]
 
 # exp(t_wh) is clamped at exp(MAX_LOG_WH) times the anchor: keeps an untrained head from producing inf
@@ -68,3 +71,64 @@ def decode_boxes_cxcywh(
     xy = (t_xywh[..., :2].sigmoid() * scale_x_y - 0.5 * (scale_x_y - 1.0) + grid_xy) * stride
     wh = t_xywh[..., 2:4].clamp(max=MAX_LOG_WH).exp() * anchor_wh
     return torch.cat((xy, wh), dim=-1)
+
+
+def clip_boxes(boxes: torch.Tensor, size_hw: tuple[int, int] | torch.Tensor) -> torch.Tensor:
+    """Clip boxes to an image.
+
+    Args:
+        boxes: ``[..., 4]`` xyxy in pixels.
+        size_hw: ``(H, W)`` of the image, ints or a ``[2]`` tensor (e.g. a target's ``orig_size``).
+
+    Returns:
+        ``[..., 4]`` boxes with x in ``[0, W]`` and y in ``[0, H]``.
+    """
+    hw = torch.as_tensor(size_hw, dtype=boxes.dtype, device=boxes.device)
+    upper = hw.flip(-1).repeat(2)  # (W, H, W, H)
+    return boxes.clamp(min=0).minimum(upper)
+
+
+def _ratio_xyxy(ratio: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # a scalar ratio, or (ratio_x, ratio_y) for non-uniform resizes, as a [4] tensor for xyxy boxes
+    r = torch.as_tensor(ratio, dtype=like.dtype, device=like.device).reshape(-1)
+    return r.expand(4) if r.numel() == 1 else r.repeat(2)
+
+
+def scale_boxes_to_original(
+    boxes: torch.Tensor,
+    ratio: float | torch.Tensor,
+    pad: tuple[float, float] | torch.Tensor,
+    orig_size: tuple[int, int] | torch.Tensor,
+) -> torch.Tensor:
+    """Map boxes from the letterboxed network input back to the original image (undo ``input = orig * ratio + pad``).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy in input-image pixels.
+        ratio: letterbox scale, a scalar (or ``[2]`` ``(ratio_x, ratio_y)``).
+        pad: ``[2]`` ``(pad_x_left, pad_y_top)`` in input pixels.
+        orig_size: ``(H, W)`` of the original image.
+
+    Returns:
+        ``[N, 4]`` xyxy in original-image pixels, clipped to the image.
+    """
+    pad_xyxy = torch.as_tensor(pad, dtype=boxes.dtype, device=boxes.device).repeat(2)
+    return clip_boxes((boxes - pad_xyxy) / _ratio_xyxy(ratio, boxes), orig_size)
+
+
+def scale_boxes_to_input(
+    boxes: torch.Tensor,
+    ratio: float | torch.Tensor,
+    pad: tuple[float, float] | torch.Tensor,
+) -> torch.Tensor:
+    """Map boxes from the original image onto the letterboxed network input (``input = orig * ratio + pad``).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy in original-image pixels.
+        ratio: letterbox scale, a scalar (or ``[2]`` ``(ratio_x, ratio_y)``).
+        pad: ``[2]`` ``(pad_x_left, pad_y_top)`` in input pixels.
+
+    Returns:
+        ``[N, 4]`` xyxy in input-image pixels (not clipped).
+    """
+    pad_xyxy = torch.as_tensor(pad, dtype=boxes.dtype, device=boxes.device).repeat(2)
+    return boxes * _ratio_xyxy(ratio, boxes) + pad_xyxy

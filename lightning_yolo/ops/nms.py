@@ -1,0 +1,175 @@
+"""Non-maximum suppression: greedy (torchvision) and DIoU-NMS (YOLOv4 bag of specials).
+
+Both are class-aware through ``idxs`` (boxes with different ``idxs`` never suppress each other, as in
+``torchvision.ops.batched_nms``) and return the kept indices sorted by decreasing score.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import ops as tv_ops
+
+__all__ = ["batched_nms", "diou_nms", "diou_nms_suppression"]
+
+# diou_nms resolves the greedy pass block by block in score order; a block's rows are compared with the rest of
+# their groups only, so memory is O(block * group size) and never O(N^2).
+_BLOCK = 256
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """Greedy class-aware NMS (``torchvision.ops.batched_nms``): drops a box whose IoU with a kept box > thresh.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy.
+        scores: ``[N]``.
+        idxs: ``[N]`` int group (class, or image * num_classes + class); only boxes of one group suppress each other.
+        iou_thresh: suppress when IoU > ``iou_thresh``.
+
+    Returns:
+        ``[K]`` int64 indices into ``boxes`` of the kept boxes, by decreasing score.
+    """
+    return tv_ops.batched_nms(boxes, scores, idxs, iou_thresh)
+
+
+def diou_nms_suppression(boxes1: torch.Tensor, boxes2: torch.Tensor, beta: float = 0.6) -> torch.Tensor:
+    """The DIoU-NMS criterion ``IoU - (rho^2 / c^2) ** beta`` between two sets of boxes.
+
+    darknet (AlexeyAB) ``src/box.c`` ``box_diounms(a, b, beta1)``: ``c`` = squared diagonal of the enclosing box,
+    ``d`` = squared centre distance, result ``box_iou(a, b) - pow(d / c, beta1)`` (plain IoU when ``c == 0``);
+    ``box_iou`` returns 0 when the intersection or the union is 0. The branches become clamps here (``d`` is 0
+    whenever ``c`` is 0, so the results agree).
+
+    Args:
+        boxes1: ``[N, 4]`` xyxy.
+        boxes2: ``[M, 4]`` xyxy.
+        beta: exponent of the distance penalty (darknet ``beta_nms``, 0.6 in the YOLOv4 cfgs).
+
+    Returns:
+        ``[N, M]`` criterion; a box is suppressed when it exceeds the NMS threshold.
+    """
+    iou = torch.nan_to_num(tv_ops.box_iou(boxes1, boxes2), nan=0.0)
+    return iou - _distance_ratio(boxes1[:, None, :], boxes2[None, :, :]).pow(beta)
+
+
+def _greedy_keep(suppress: torch.Tensor) -> torch.Tensor:
+    """Exact greedy NMS outcome from a strictly upper-triangular suppression matrix.
+
+    ``suppress[i, j]`` (``i < j``, score order) means "box i, if kept, suppresses box j". Greedy NMS keeps j iff no
+    kept i < j suppresses it. Instead of one Python step per box this iterates the vectorised map
+    ``keep <- not any_i(keep[i] and suppress[i, :])`` from ``keep = all``: after t steps the first t entries are
+    final (induction over the score order), so it reaches the unique fixed point, the greedy result, in at most
+    n steps, in practice in about as many as the longest chain of suppressions.
+
+    Args:
+        suppress: ``[n, n]`` bool, strictly upper triangular.
+
+    Returns:
+        ``[n]`` bool keep mask.
+    """
+    n = suppress.shape[0]
+    keep = torch.ones(n, dtype=torch.bool, device=suppress.device)
+    for _ in range(n):
+        new_keep = ~(suppress & keep[:, None]).any(0)
+        if torch.equal(new_keep, keep):
+            break
+        keep = new_keep
+    return keep
+
+
+def _suppression_matrix(
+    boxes: torch.Tensor, idxs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, iou_thresh: float, beta: float
+) -> torch.Tensor:
+    """``[r, c]`` bool: box ``rows[a]`` suppresses box ``cols[b]`` (same group, later in order, criterion > thresh).
+
+    The criterion is at most the IoU, so only pairs with IoU > thresh get the distance term (a sparse step).
+    """
+    b1, b2 = boxes[rows], boxes[cols]
+    x1 = torch.maximum(b1[:, None, 0], b2[None, :, 0])
+    y1 = torch.maximum(b1[:, None, 1], b2[None, :, 1])
+    x2 = torch.minimum(b1[:, None, 2], b2[None, :, 2])
+    y2 = torch.minimum(b1[:, None, 3], b2[None, :, 3])
+    inter = (x2 - x1).clamp_(min=0) * (y2 - y1).clamp_(min=0)
+    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    iou = inter / (area1[:, None] + area2[None, :] - inter).clamp_(min=1e-12)
+    candidate = (iou > iou_thresh) & (idxs[rows, None] == idxs[None, cols]) & (cols[None, :] > rows[:, None])
+    i, j = candidate.nonzero(as_tuple=True)
+    pair_crit = iou[i, j] - _distance_ratio(boxes[rows[i]], boxes[cols[j]]).pow(beta)
+    suppress = torch.zeros_like(candidate)
+    suppress[i, j] = pair_crit > iou_thresh
+    return suppress
+
+
+def _distance_ratio(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """``rho^2 / c^2`` of corresponding boxes ``[..., 4]`` -> ``[...]`` (0 when both are the same point)."""
+    enclose_wh = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2])
+    c2 = enclose_wh.square().sum(-1).clamp(min=1e-12)
+    rho2 = ((boxes1[..., :2] + boxes1[..., 2:] - boxes2[..., :2] - boxes2[..., 2:]) / 2).square().sum(-1)
+    return rho2 / c2
+
+
+def diou_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    iou_thresh: float,
+    beta: float = 0.6,
+) -> torch.Tensor:
+    """Class-aware DIoU-NMS (YOLOv4 bag of specials; darknet ``nms_kind=diounms``, ``beta_nms``).
+
+    Greedy in score order like ``torchvision.ops.batched_nms``, but box j is suppressed by a kept, higher-scoring
+    box i of the same group when ``IoU(i, j) - (rho^2 / c^2) ** beta > iou_thresh`` (darknet ``src/box.c``
+    ``diounms_sort`` with ``nms_kind == DIOU_NMS``, criterion ``box_diounms``; see :func:`diou_nms_suppression`).
+    Overlapping boxes whose centres are far apart (neighbouring objects) survive where greedy IoU-NMS drops them.
+
+    Boxes are sorted by group, then by decreasing score, and processed in blocks of 256: the rows of a block not
+    yet suppressed are compared with the rest of their groups (one ``[rows, group]`` criterion matrix), the
+    greedy pass inside the block is resolved by a vectorised fixed-point iteration (:func:`_greedy_keep`), and the
+    block's kept boxes suppress later boxes in one step. The loop runs once per block, never once per box; memory
+    is O(256 * largest group). The step count depends on the data, so this runs eagerly and does not trace to a
+    static graph (export greedy NMS, or decode only).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy.
+        scores: ``[N]``.
+        idxs: ``[N]`` int group (class, or image * num_classes + class).
+        iou_thresh: suppression threshold on the DIoU-NMS criterion.
+        beta: exponent of the centre-distance penalty (darknet ``beta_nms=0.6``).
+
+    Returns:
+        ``[K]`` int64 indices into ``boxes`` of the kept boxes, by decreasing score.
+    """
+    n = boxes.shape[0]
+    device = boxes.device
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    # sort by group, then by decreasing score inside a group: groups become contiguous and score-ordered
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(idxs[order], stable=True).indices]
+    boxes_sorted = boxes[order].float()
+    idxs_sorted = idxs[order]
+
+    # one past the last box of each box's group: a block only needs columns up to the end of its last group
+    _, counts = torch.unique_consecutive(idxs_sorted, return_counts=True)
+    group_end = counts.cumsum(0).repeat_interleave(counts)
+    block_starts = list(range(0, n, _BLOCK))
+    block_col_ends = group_end[[min(s + _BLOCK, n) - 1 for s in block_starts]].tolist()
+
+    removed = torch.zeros(n, dtype=torch.bool, device=device)
+    keep = torch.zeros(n, dtype=torch.bool, device=device)
+    for start, col_end in zip(block_starts, block_col_ends, strict=True):
+        stop = min(start + _BLOCK, n)
+        # only boxes not suppressed yet take part: alive rows of this block vs alive boxes up to its groups' end
+        cols = start + (~removed[start:col_end]).nonzero().squeeze(1)  # score order within each group
+        rows = cols[cols < stop]
+        if rows.numel() == 0:
+            continue
+        suppress = _suppression_matrix(boxes_sorted, idxs_sorted, rows, cols, iou_thresh, beta)  # [r, c]
+        # rows are the first r of cols, so suppress[:, :r] is the block's own (strictly upper-triangular) part
+        block_keep = _greedy_keep(suppress[:, : rows.numel()])
+        keep[rows[block_keep]] = True
+        removed[cols[suppress[block_keep].any(0)]] = True
+
+    kept = order[keep]
+    # torchvision convention: all kept boxes by decreasing score
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
