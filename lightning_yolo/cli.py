@@ -1,13 +1,14 @@
 """Command line: ``lightning-yolo fit | validate | test | predict`` (LightningCLI) plus ``export`` and ``anchors``.
 
-With no arguments beyond the subcommand, ``lightning-yolo fit`` trains the demo: the built-in synthetic
-dataset, the tiny variant, CPU-friendly settings (the defaults of the classes and of :data:`TRAINER_DEFAULTS`,
-mirrored in ``configs/demo.yaml``).
+Without ``--config``, ``fit | validate | test | predict`` start from ``configs/demo.yaml`` (the built-in synthetic
+dataset, the tiny variant, CPU-friendly settings), so ``lightning-yolo fit`` alone trains the demo; any other
+argument overrides it. With ``--config`` only the given files apply.
 """
 
 from __future__ import annotations
 
 import sys
+from importlib import resources
 from typing import Any
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -15,24 +16,10 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from .data.datamodule import YOLODataModule
 from .module import YOLOModule
 
-__all__ = ["YOLOCLI", "TRAINER_DEFAULTS", "main"]
+__all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
 
-#: Trainer settings of the no-argument demo; configs/demo.yaml repeats them (a test keeps both equal).
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 30,
-    "accelerator": "auto",
-    "devices": 1,
-    "precision": "32-true",
-    "log_every_n_steps": 10,
-    "check_val_every_n_epoch": 5,
-    "callbacks": [
-        {
-            "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-            "init_args": {"monitor": "val/map_50", "mode": "max", "save_last": True, "filename": "best"},
-        },
-        {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "epoch"}},
-    ],
-}
+#: Subcommands that take the demo config as their base when no ``--config`` is given.
+DEMO_COMMANDS = ("fit", "validate", "test", "predict")
 
 EXTRA_COMMANDS = ("export", "anchors")
 
@@ -74,12 +61,25 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> YOLOCLI:
     return YOLOCLI(
         YOLOModule,
         YOLODataModule,
-        trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
         seed_everything_default=0,
     )
+
+
+def demo_config_path() -> str:
+    """Path of ``configs/demo.yaml`` (installed as the data package ``lightning_yolo.configs``)."""
+    return str(resources.files("lightning_yolo.configs").joinpath("demo.yaml"))
+
+
+def with_demo_config(argv: list[str]) -> list[str]:
+    """Insert ``--config demo.yaml`` after a LightningCLI subcommand that was given no ``--config``."""
+    if not argv or argv[0] not in DEMO_COMMANDS:
+        return argv
+    if any(a == "--config" or a.startswith("--config=") or a in ("-h", "--help") for a in argv[1:]):
+        return argv
+    return [argv[0], "--config", demo_config_path(), *argv[1:]]
 
 
 def main(args: list[str] | None = None) -> None:
@@ -90,7 +90,7 @@ def main(args: list[str] | None = None) -> None:
 
         getattr(tools, f"{argv[0]}_main")(argv[1:])
         return
-    build_cli(argv)
+    build_cli(with_demo_config(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
