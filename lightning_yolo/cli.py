@@ -49,7 +49,7 @@ class YOLOCLI(LightningCLI):
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if "/map" in k or "/mar" in k}
         if metrics:
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+            shown = ", ".join(f"{k}={v:.6f}" for k, v in sorted(metrics.items()))
             print(f"[lightning-yolo {stage}] {shown}")
         ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         if stage == "fit" and ckpt:

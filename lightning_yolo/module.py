@@ -250,7 +250,30 @@ class YOLOModule(pl.LightningModule):
             self.log(f"{prefix}/{key}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
         metric.update(self._predict_original(images, targets), self._targets_original(targets))
 
+    def _pad_metric_for_sync(self, metric: MeanAveragePrecision) -> None:
+        """Give every process the same number of per-image entries before the metric syncs.
+
+        ``MeanAveragePrecision`` gathers its per-image lists element by element, so processes holding different
+        image counts (7 images on 2 processes) issue different collectives and crash or hang. Images with neither
+        ground truth nor detections change no COCO statistic, so the shorter lists are padded with such images.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        if torch.distributed.get_world_size() < 2:
+            return
+        count = torch.tensor([len(metric.groundtruth_labels)], device=self.device)
+        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+        missing = int(count.item()) - len(metric.groundtruth_labels)
+        if missing > 0:
+            empty_boxes = torch.zeros(0, 4, device=self.device)
+            empty_labels = torch.zeros(0, dtype=torch.long, device=self.device)
+            preds = [{"boxes": empty_boxes, "scores": torch.zeros(0, device=self.device), "labels": empty_labels}]
+            target = [{"boxes": empty_boxes, "labels": empty_labels, "iscrowd": empty_labels}]
+            for _ in range(missing):
+                metric.update(preds, target)
+
     def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
+        self._pad_metric_for_sync(metric)
         result = metric.compute()
         metric.reset()
         scalars = {f"{prefix}/{k}": float(result[k]) for k in MAP_KEYS if k in result}
