@@ -1,0 +1,57 @@
+"""Batching to the contract of ``CONTRACTS.md``: ``{"images": uint8 [B, 3, S, S], "targets": list of B dicts}``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .sample import Sample
+
+__all__ = ["collate_detection"]
+
+
+def collate_detection(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Stack images and keep targets as a list.
+
+    The pipelines hand out CHW views of HWC arrays, so the images are stacked as ``[B, S, S, 3]`` (one memcpy
+    each; a CHW-contiguous copy of a 640-px image costs ~3 ms here) and returned as the permuted view
+    ``[B, 3, S, S]``: shape NCHW, memory ``torch.channels_last``, which is also the faster layout for the stem
+    convolution. Call ``.contiguous()`` for NCHW memory.
+
+    Args:
+        samples: ``(image uint8 [3, S, S], target)`` pairs, all images of the same size.
+
+    Returns:
+        ``images``: uint8 ``[B, 3, S, S]`` (channels_last memory); ``targets``: list of dicts with plain tensors
+        (``boxes`` float32 ``[N, 4]`` xyxy, ``labels`` int64 ``[N]``, ``iscrowd`` bool ``[N]``, ``image_id``,
+        ``orig_size``, ``ratio``, ``pad``).
+
+    Raises:
+        ValueError: images of different sizes or not uint8 RGB.
+    """
+    if not samples:
+        raise ValueError("collate_detection got an empty batch")
+    shapes = {tuple(img.shape) for img, _ in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"all images of a batch must have one size, got {sorted(shapes)}")
+    shape = next(iter(shapes))
+    if len(shape) != 3 or shape[0] != 3:
+        raise ValueError(f"images must be [3, H, W] RGB, got {list(shape)}")
+    hwc = [img.as_subclass(torch.Tensor).permute(1, 2, 0) for img, _ in samples]
+    if hwc[0].dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (normalised on the device), got {hwc[0].dtype}")
+    # numpy's stack: torch.stack runs the copy on OpenMP threads, which on a busy 2-core machine measured 193 ms for
+    # 16 images at 640 px against 2.7 ms here (3.6 ms for torch with one thread)
+    images = torch.from_numpy(np.stack([x.numpy() for x in hwc])).permute(0, 3, 1, 2)
+    targets = []
+    for _, t in samples:
+        out = {}
+        for k, v in t.items():
+            out[k] = v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v
+        if "boxes" in out:
+            out["boxes"] = out["boxes"].to(torch.float32).reshape(-1, 4)
+        targets.append(out)
+    return {"images": images, "targets": targets}

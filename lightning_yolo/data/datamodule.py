@@ -1,0 +1,427 @@
+"""``YOLODataModule``: datasets, samplers and loaders, plus the on-device steps of a batch.
+
+On the device (``on_after_batch_transfer``): uint8 -> float in ``[0, 1]``; while training, random training
+shapes (a new multiple-of-32 size every ``multiscale_every`` batches, images resized with ``F.interpolate`` and
+boxes scaled with them) and self-adversarial training (``lightning_yolo.training.sat``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from typing import Any
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .collate import collate_detection
+from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset
+from .formats.base import DatasetSource, DetectionDataset
+from .samplers import EvalDistributedSampler, TrainSampler
+from .synthetic import SYNTHETIC_CLASSES, ensure_synthetic_dataset
+from .transforms import EvalDataset, TrainDataset, build_train_dataset
+
+__all__ = ["YOLODataModule"]
+
+log = logging.getLogger(__name__)
+
+_STRIDE = 32  # largest network stride: input sides must be multiples of it
+
+
+def _worker_init(worker_id: int) -> None:
+    # One OpenCV thread per worker: the workers already use the cores, and OpenCV's pool inside forked
+    # workers only oversubscribes them (ultralytics and YOLOX disable it too).
+    cv2.setNumThreads(1)
+
+
+class YOLODataModule(pl.LightningDataModule):
+    """Object-detection data for YOLOv4: COCO json, YOLO txt (data.yaml) or Pascal VOC, or the built-in synthetic
+    shapes dataset.
+
+    Batches follow ``CONTRACTS.md``: ``{"images": uint8 [B, 3, S, S], "targets": [dict, ...]}``, turned into float
+    ``[0, 1]`` on the device. ``num_classes`` and ``class_names`` are known right after ``__init__`` (read cheaply
+    from the yaml / json); the full dataset scan happens in ``setup()``.
+
+    Args:
+        path: a ``data.yaml``, a COCO json, or a dataset folder (see :mod:`lightning_yolo.data.formats`);
+            ``None``: the synthetic shapes dataset, generated once into ``$LIGHTNING_YOLO_CACHE`` (default
+            ``~/.cache/lightning_yolo``).
+        format: ``"auto"``, ``"coco"``, ``"yolo"`` or ``"voc"``.
+        img_size: network input side ``S`` (multiple of 32).
+        batch_size: images per batch and process.
+        num_workers: DataLoader worker processes.
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        pin_memory: pin batches for faster host-to-GPU copies.
+        augment: ``False`` trains on letterboxed images without any augmentation.
+        mosaic_prob: probability of 4-image Mosaic (0 disables).
+        mixup_prob: probability of MixUp (0 disables).
+        cutmix_prob: probability of CutMix (0 disables).
+        degrees: random affine rotation range in degrees (0: none; non-zero also costs a canvas warp).
+        translate: random affine translation fraction.
+        scale: random affine zoom range ``1 +- scale``.
+        shear: random affine shear range in degrees.
+        hsv_h: hue shift fraction.
+        hsv_s: saturation gain range.
+        hsv_v: value gain range.
+        flip_prob: horizontal flip probability.
+        mixup_alpha: MixUp ratio drawn from ``Beta(alpha, alpha)``.
+        close_mosaic_epochs: turn Mosaic / MixUp / CutMix off for the last N epochs (needs ``max_epochs``);
+            the ``CloseMosaic`` callback sets the same thing.
+        multiscale: random training shapes on the device.
+        multiscale_range: side drawn from multiples of 32 in ``[lo * S, hi * S]``.
+        multiscale_every: draw a new side every this many training batches.
+        sat_prob: probability that a training batch gets a self-adversarial step (0: SAT off).
+        sat_step_size: L-infinity step of SAT in ``[0, 1]`` pixel units.
+        sat_max_delta: L-infinity bound of the SAT change.
+        sat_steps: SAT sign-gradient steps.
+        sat_start_epoch: first epoch with SAT (darknet starts after burn-in).
+        cache_images: decode and resize all images into RAM at setup (fast Mosaic; needs
+            ``images x S^2 x 3 x 0.75`` bytes or so).
+        mosaic_buffer: without the RAM cache, Mosaic partners come from the last N images the worker loaded
+            (ultralytics' buffer; one decode per sample instead of four); 0 draws them from the whole dataset.
+        voc_class_names: VOC only: class names in label order (default: ``labels.txt`` or the names found).
+            (Not ``class_names``: that hyperparameter belongs to the LightningModule, which gets it from here.)
+        channels_last: keep the batch in channels_last memory on the device (the loader produces it so);
+            ``False`` makes it NCHW-contiguous.
+        seed: base seed of shuffling and augmentation; ``None`` uses ``PL_GLOBAL_SEED`` (``seed_everything``) or 0.
+        synthetic_num_train: synthetic dataset training images.
+        synthetic_num_val: synthetic dataset validation images.
+        synthetic_image_size: synthetic image side.
+        synthetic_seed: synthetic dataset seed.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        format: str = "auto",
+        img_size: int = 640,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        persistent_workers: bool = True,
+        pin_memory: bool = True,
+        augment: bool = True,
+        mosaic_prob: float = 1.0,
+        mixup_prob: float = 0.0,
+        cutmix_prob: float = 0.0,
+        degrees: float = 0.0,
+        translate: float = 0.1,
+        scale: float = 0.5,
+        shear: float = 0.0,
+        hsv_h: float = 0.015,
+        hsv_s: float = 0.7,
+        hsv_v: float = 0.4,
+        flip_prob: float = 0.5,
+        mixup_alpha: float = 32.0,
+        close_mosaic_epochs: int = 0,
+        multiscale: bool = False,
+        multiscale_range: tuple[float, float] = (0.5, 1.5),
+        multiscale_every: int = 10,
+        sat_prob: float = 0.0,
+        sat_step_size: float = 8.0 / 255.0,
+        sat_max_delta: float = 8.0 / 255.0,
+        sat_steps: int = 1,
+        sat_start_epoch: int = 0,
+        cache_images: bool = False,
+        mosaic_buffer: int = 64,
+        voc_class_names: list[str] | None = None,
+        channels_last: bool = True,
+        seed: int | None = None,
+        synthetic_num_train: int = 512,
+        synthetic_num_val: int = 128,
+        synthetic_image_size: int = 256,
+        synthetic_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if img_size % _STRIDE or img_size <= 0:
+            raise ValueError(f"img_size must be a positive multiple of {_STRIDE}, got {img_size}")
+        for name, p in (("mosaic_prob", mosaic_prob), ("mixup_prob", mixup_prob), ("cutmix_prob", cutmix_prob),
+                        ("flip_prob", flip_prob), ("sat_prob", sat_prob)):  # fmt: skip
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        lo, hi = multiscale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"multiscale_range must be (lo, hi) with 0 < lo <= hi, got {multiscale_range}")
+        if multiscale_every < 1:
+            raise ValueError(f"multiscale_every must be >= 1, got {multiscale_every}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = path
+        self.format = format
+        self.img_size = img_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = persistent_workers
+        self.pin_memory = pin_memory
+        self.augment = augment
+        self.close_mosaic_epochs = close_mosaic_epochs
+        self.multiscale = multiscale
+        self.sat_prob = sat_prob
+        self._force_multi_image: bool | None = None
+        self._train_batches = 0
+        self._sat_rng = random.Random(0 if seed is None else seed)
+        self.location: DatasetLocation | None = None
+        if path is None:
+            self._class_names = list(SYNTHETIC_CLASSES)
+        else:
+            self.location = resolve_dataset(path, format)
+            self._class_names = read_class_names(self.location, voc_class_names)
+        self.sources: dict[str, DatasetSource] = {}
+        self.train_dataset: TrainDataset | EvalDataset | None = None
+        self.val_dataset: EvalDataset | None = None
+        self.test_dataset: EvalDataset | None = None
+
+    # ------------------------------------------------------------------------------------------------------------
+    # classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._class_names)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # datasets
+
+    def _synthetic_params(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "num_train": hp.synthetic_num_train,
+            "num_val": hp.synthetic_num_val,
+            "img_size": hp.synthetic_image_size,
+            "seed": hp.synthetic_seed,
+        }
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset (once, in the cache folder) when no path is given."""
+        if self.path is None:
+            ensure_synthetic_dataset(None, **self._synthetic_params())
+
+    def _ensure_location(self) -> DatasetLocation:
+        if self.location is None:
+            root = ensure_synthetic_dataset(None, **self._synthetic_params())
+            self.location = resolve_dataset(root / "data.yaml")
+        return self.location
+
+    def source(self, split: str) -> DatasetSource:
+        """The scanned split (scanned on first use; ``test`` falls back to ``val`` when the dataset has none)."""
+        if split not in self.sources:
+            loc = self._ensure_location()
+            actual = split
+            if split == "test" and "test" not in loc.splits():
+                warnings.warn(f"{loc.path}: no test split; testing on the val split", UserWarning, stacklevel=2)
+                actual = "val"
+            self.sources[split] = (
+                self.sources[actual] if actual in self.sources else load_split(loc, actual, self._class_names)
+            )
+        return self.sources[split]
+
+    def _base(self, split: str, drop_crowd: bool) -> DetectionDataset:
+        base = DetectionDataset(self.source(split), load_size=self.img_size, drop_crowd=drop_crowd)
+        if self.hparams.cache_images:
+            nbytes = base.fill_cache()
+            log.info("cached %d %s images in RAM (%.1f MB)", len(base), split, nbytes / 2**20)
+        return base
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the splits the stage needs and build the pipelines (idempotent)."""
+        hp = self.hparams
+        if stage in (None, "fit") and self.train_dataset is None:
+            base = self._base("train", drop_crowd=True)
+            if self.augment:
+                self.train_dataset = build_train_dataset(
+                    base, self.img_size, mosaic_prob=hp.mosaic_prob, mixup_prob=hp.mixup_prob,
+                    cutmix_prob=hp.cutmix_prob, degrees=hp.degrees, translate=hp.translate, scale=hp.scale,
+                    shear=hp.shear, hsv_h=hp.hsv_h, hsv_s=hp.hsv_s, hsv_v=hp.hsv_v, flip_prob=hp.flip_prob,
+                    mixup_alpha=hp.mixup_alpha, mosaic_buffer=hp.mosaic_buffer,
+                )  # fmt: skip
+            else:
+                self.train_dataset = EvalDataset(base, self.img_size)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = EvalDataset(self._base("val", drop_crowd=False), self.img_size)
+        if stage in (None, "test") and self.test_dataset is None:
+            self.test_dataset = EvalDataset(self._base("test", drop_crowd=False), self.img_size)
+        names = next(iter(self.sources.values())).class_names if self.sources else self._class_names
+        if names != self._class_names:
+            raise ValueError(
+                f"class names of the scanned dataset {names} differ from those read at init {self._class_names}"
+            )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # loaders
+
+    def _dist(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _seed(self) -> int:
+        seed = self.hparams.seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else int(seed)
+
+    def _trainer_epoch(self) -> int | None:
+        return int(self.trainer.current_epoch) if self.trainer is not None else None
+
+    def set_multi_image(self, enabled: bool | None) -> None:
+        """Force Mosaic / MixUp / CutMix on or off from the next epoch on (``None``: back to the schedule)."""
+        self._force_multi_image = enabled
+
+    def multi_image_enabled(self, epoch: int) -> bool:
+        """Whether Mosaic / MixUp / CutMix run in ``epoch`` (close-mosaic schedule, or the forced value)."""
+        if self._force_multi_image is not None:
+            return self._force_multi_image
+        n = int(self.close_mosaic_epochs or 0)
+        max_epochs = getattr(self.trainer, "max_epochs", None) if self.trainer is not None else None
+        if n > 0:
+            if max_epochs is None or max_epochs < 0:
+                warnings.warn(
+                    "close_mosaic_epochs needs Trainer(max_epochs=...); Mosaic stays on", UserWarning, stacklevel=2
+                )
+                return True
+            return epoch < max_epochs - n
+        return True
+
+    def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_detection,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            drop_last=drop_last,
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        world, rank = self._dist()
+        sampler = TrainSampler(
+            self.train_dataset,
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=self._seed(),
+            multi_image=self.multi_image_enabled,
+            epoch_fn=self._trainer_epoch,
+        )
+        # a last batch of 1 breaks BatchNorm: drop the tail when there is at least one full batch
+        return self._loader(self.train_dataset, sampler, drop_last=len(sampler) >= self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        world, rank = self._dist()
+        return self._loader(self.val_dataset, EvalDistributedSampler(self.val_dataset, world, rank), drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_dataset is None:
+            self.setup("test")
+        world, rank = self._dist()
+        return self._loader(self.test_dataset, EvalDistributedSampler(self.test_dataset, world, rank), drop_last=False)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # on the device
+
+    def multiscale_sizes(self) -> list[int]:
+        """Candidate training sides: multiples of 32 in ``[lo * S, hi * S]``."""
+        lo, hi = self.hparams.multiscale_range
+        first = max(_STRIDE, int(np.ceil(lo * self.img_size / _STRIDE)) * _STRIDE)
+        last = max(first, int(np.floor(hi * self.img_size / _STRIDE)) * _STRIDE)
+        return list(range(first, last + 1, _STRIDE))
+
+    def _random_shape(self, batch: dict[str, Any]) -> dict[str, Any]:
+        every = self.hparams.multiscale_every
+        # the same draw on every rank: a function of (seed, batch counter)
+        size = random.Random(self._seed() * 1_000_003 + self._train_batches // every).choice(self.multiscale_sizes())
+        images = batch["images"]
+        if images.shape[-1] == size and images.shape[-2] == size:
+            return batch
+        factor_y, factor_x = size / images.shape[-2], size / images.shape[-1]
+        batch["images"] = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        scale = torch.tensor([factor_x, factor_y, factor_x, factor_y], device=images.device)
+        for t in batch["targets"]:
+            t["boxes"] = t["boxes"] * scale.to(t["boxes"].dtype)
+            if "ratio" in t:
+                t["ratio"] = t["ratio"] * factor_x
+            if "pad" in t:
+                t["pad"] = t["pad"] * scale[:2].to(t["pad"].dtype)
+        return batch
+
+    def _self_adversarial(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from ..training.sat import self_adversarial_step  # lazy: the data package does not need training/
+
+        module = self.trainer.lightning_module
+        hp = self.hparams
+        with torch.enable_grad():
+            batch["images"] = self_adversarial_step(
+                module.model, module.loss, batch["images"], batch["targets"],
+                step_size=hp.sat_step_size, max_delta=hp.sat_max_delta, steps=hp.sat_steps,
+            )  # fmt: skip
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 -> float ``[0, 1]``; while training: random shapes, then SAT."""
+        if not isinstance(batch, dict) or "images" not in batch:
+            return batch
+        images = batch["images"]
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)  # keeps channels_last strides
+        batch["images"] = images if self.hparams.channels_last else images.contiguous()
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return batch
+        if self.multiscale:
+            batch = self._random_shape(batch)
+        self._train_batches += 1
+        hp = self.hparams
+        if self.sat_prob > 0 and trainer.current_epoch >= hp.sat_start_epoch and self._sat_rng.random() < self.sat_prob:
+            batch = self._self_adversarial(batch)
+        return batch
+
+    # ------------------------------------------------------------------------------------------------------------
+    # checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_batches": self._train_batches, "sat_rng": self._sat_rng.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_batches = int(state_dict.get("train_batches", 0))
+        if "sat_rng" in state_dict:
+            state = state_dict["sat_rng"]
+            self._sat_rng.setstate((state[0], tuple(state[1]), state[2]))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # anchors
+
+    def train_boxes_wh(self) -> np.ndarray:
+        """Widths and heights of the training boxes (crowd excluded) at the network scale.
+
+        Each image is scaled as the loader scales it: long side to ``img_size``.
+
+        Returns:
+            ``[N, 2]`` float32 pixels.
+        """
+        src = self.source("train")
+        out = []
+        for rec in src.records:
+            keep = ~rec.iscrowd
+            if keep.any():
+                b = rec.boxes[keep]
+                out.append((b[:, 2:] - b[:, :2]) * (self.img_size / max(rec.height, rec.width)))
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2), np.float32)

@@ -1,0 +1,195 @@
+"""Dataset readers: COCO json, YOLO txt + data.yaml, Pascal VOC xml -> one sample type.
+
+:func:`resolve_dataset` finds out what a path is (``format="auto"``), :func:`read_class_names` reads only the
+class names (cheap, for the CLI at instantiation) and :func:`load_split` scans one split.
+
+Auto-detection of a path:
+
+* ``*.yaml`` / ``*.yml`` file: YOLO ``data.yaml``; ``*.json`` file: COCO (the same json serves every split).
+* folder with ``data.yaml`` (or ``dataset.yaml``, or a single ``*.yaml``): YOLO;
+  folder with ``annotations/*.json``: COCO (``*train*``, ``*val*``, ``*test*`` jsons, ``instances_*`` first);
+  folder with ``Annotations/`` and ``JPEGImages/``: VOC. The first match wins in that order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .base import (
+    DatasetSource,
+    DatasetWarning,
+    DetectionDataset,
+    ImageRecord,
+    ScanReport,
+    check_class_names,
+)
+from .coco import coco_class_names, load_coco_split, write_coco_json
+from .voc import VOC_CLASSES, find_voc_root, load_voc_split, voc_class_names, write_voc_xml
+from .yolo import image_to_label_path, load_yolo_split, read_data_yaml, write_data_yaml, write_yolo_labels
+
+__all__ = [
+    "FORMATS",
+    "DatasetLocation",
+    "resolve_dataset",
+    "read_class_names",
+    "load_split",
+    "DatasetSource",
+    "DatasetWarning",
+    "DetectionDataset",
+    "ImageRecord",
+    "ScanReport",
+    "VOC_CLASSES",
+    "load_coco_split",
+    "load_yolo_split",
+    "load_voc_split",
+    "write_coco_json",
+    "write_yolo_labels",
+    "write_data_yaml",
+    "write_voc_xml",
+    "image_to_label_path",
+]
+
+FORMATS: tuple[str, ...] = ("auto", "coco", "yolo", "voc")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class DatasetLocation:
+    """A resolved dataset path.
+
+    Attributes:
+        format: ``"coco"``, ``"yolo"`` or ``"voc"``.
+        path: the data.yaml (yolo), the VOC root (voc), or the folder / json given (coco).
+        coco_jsons: split -> json file (coco only).
+    """
+
+    format: str
+    path: Path
+    coco_jsons: dict[str, Path] = field(default_factory=dict)
+
+    def splits(self) -> list[str]:
+        """Splits this dataset defines (``train`` / ``val`` / ``test``)."""
+        if self.format == "yolo":
+            return [s for s in SPLITS if s in read_data_yaml(self.path)["splits"]]
+        if self.format == "coco":
+            return [s for s in SPLITS if s in self.coco_jsons]
+        main = self.path / "ImageSets" / "Main"
+        return [s for s in SPLITS if (main / f"{s}.txt").is_file()]
+
+
+def _coco_jsons(folder: Path) -> dict[str, Path]:
+    jsons = sorted((folder / "annotations").glob("*.json")) if (folder / "annotations").is_dir() else []
+    out: dict[str, Path] = {}
+    for split in SPLITS:
+        hits = [j for j in jsons if split in j.stem.lower()]
+        # instances_* before captions_* / person_keypoints_*; then the shortest name
+        hits.sort(key=lambda j: (not j.stem.startswith("instances"), len(j.name)))
+        if hits:
+            out[split] = hits[0]
+    return out
+
+
+def _looks_like_data_yaml(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "train" in data and "names" in data
+
+
+def resolve_dataset(path: str | os.PathLike, format: str = "auto") -> DatasetLocation:
+    """Work out the format and the files of a dataset path.
+
+    Args:
+        path: a data.yaml, a COCO json, or a folder (see the module docstring).
+        format: ``"auto"``, ``"coco"``, ``"yolo"`` or ``"voc"``.
+
+    Raises:
+        FileNotFoundError: the path does not exist or holds no recognisable dataset.
+        ValueError: unknown ``format``, or a ``format`` that does not fit the path.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    p = Path(os.path.expanduser(str(path)))
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: dataset path does not exist (expected a data.yaml, a COCO json or a folder)")
+    if p.is_file():
+        suffix = p.suffix.lower()
+        fmt = {".yaml": "yolo", ".yml": "yolo", ".json": "coco"}.get(suffix)
+        if fmt is None or format not in ("auto", fmt):
+            raise ValueError(f"{p}: a {suffix} file cannot be read as format={format!r} (yaml: yolo, json: coco)")
+        if fmt == "coco":
+            return DatasetLocation("coco", p, {s: p for s in SPLITS})
+        return DatasetLocation("yolo", p)
+    # folder
+    if format in ("auto", "yolo"):
+        yamls = [p / n for n in ("data.yaml", "dataset.yaml", "data.yml") if (p / n).is_file()]
+        yamls = yamls or [y for y in sorted(p.glob("*.y*ml")) if _looks_like_data_yaml(y)]
+        if yamls:
+            return DatasetLocation("yolo", yamls[0])
+        if format == "yolo":
+            raise FileNotFoundError(f"{p}: no data.yaml in this folder (format='yolo')")
+    if format in ("auto", "coco"):
+        jsons = _coco_jsons(p)
+        if jsons:
+            return DatasetLocation("coco", p, jsons)
+        if format == "coco":
+            raise FileNotFoundError(f"{p}: no annotations/*train*.json, *val*.json or *test*.json (format='coco')")
+    if format in ("auto", "voc"):
+        try:
+            return DatasetLocation("voc", find_voc_root(p))
+        except FileNotFoundError:
+            if format == "voc":
+                raise
+    raise FileNotFoundError(
+        f"{p}: no dataset recognised (expected data.yaml for YOLO, annotations/*.json for COCO, or "
+        f"Annotations/ + JPEGImages/ for VOC)"
+    )
+
+
+def read_class_names(location: DatasetLocation, class_names: Sequence[str] | None = None) -> list[str]:
+    """Class names without scanning images (the smallest COCO json is parsed; VOC may read its xml files)."""
+    if location.format == "yolo":
+        names = read_data_yaml(location.path)["names"]
+    elif location.format == "coco":
+        jsons = sorted(set(location.coco_jsons.values()), key=lambda j: j.stat().st_size)
+        names = coco_class_names(jsons[0])
+    else:
+        names = voc_class_names(
+            location.path, "train" if "train" in location.splits() else location.splits()[0], class_names
+        )
+    if class_names is not None and location.format != "voc" and list(class_names) != names:
+        raise ValueError(f"{location.path}: class_names {list(class_names)} differ from the dataset's {names}")
+    return names
+
+
+def load_split(location: DatasetLocation, split: str, class_names: Sequence[str] | None = None) -> DatasetSource:
+    """Scan one split.
+
+    Args:
+        location: from :func:`resolve_dataset`.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        class_names: names the split must have (COCO: checked; VOC: used to map names to labels).
+
+    Raises:
+        ValueError: the split is not defined; structural errors of the readers.
+    """
+    if location.format == "yolo":
+        src = load_yolo_split(location.path, split)
+    elif location.format == "coco":
+        if split not in location.coco_jsons:
+            raise ValueError(f"{location.path}: no json for split {split!r} (found {location.coco_jsons})")
+        src = load_coco_split(location.coco_jsons[split], split, class_names=class_names)
+    else:
+        src = load_voc_split(location.path, split, class_names)
+    if class_names is not None and src.class_names != list(class_names):
+        raise ValueError(f"{location.path} [{split}]: class names {src.class_names} differ from {list(class_names)}")
+    return src
+
+
+__all__ += ["check_class_names", "SPLITS"]

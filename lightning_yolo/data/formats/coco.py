@@ -1,0 +1,200 @@
+"""COCO json (``instances_*.json``): images, annotations (``bbox`` = x, y, w, h pixels), categories.
+
+Category ids may have gaps (COCO's 1..90 for 80 classes): they are mapped to contiguous labels ``0..C-1`` in
+ascending id order, and the names kept in that order. ``iscrowd=1`` (and ``ignore=1``) annotations become crowd
+boxes: kept out of training, passed to evaluation as ``iscrowd``. Images without annotations are kept.
+
+Image folder: the json's ``file_name`` entries are looked up, in order, in ``image_dir`` (if given),
+``<root>/<split>``, ``<root>/images/<split>``, ``<root>/images``, the json's folder and ``<root>``, where
+``<root>`` is the parent of an ``annotations`` folder holding the json and ``<split>`` is the json name without
+its prefix (``instances_train2017.json`` -> ``train2017``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    DatasetSource,
+    ImageRecord,
+    ScanReport,
+    check_class_names,
+    clean_boxes,
+    finish_report,
+    keep_readable,
+)
+
+__all__ = ["read_coco_json", "coco_class_names", "load_coco_split", "find_image_dir", "write_coco_json"]
+
+
+def read_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a COCO json and check its top-level structure.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: invalid JSON (with line and column) or a missing ``images`` / ``annotations`` /
+            ``categories`` key.
+    """
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"{json_path}: COCO json not found")
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path}: expected a JSON object with images/annotations/categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(
+                f"{json_path}: missing key {key!r} (a list); a COCO detection json needs images, annotations "
+                f"and categories"
+            )
+    return data
+
+
+def _categories(data: dict[str, Any], json_path: Path) -> tuple[dict[int, int], list[str]]:
+    """category id -> contiguous label, and names in label order."""
+    cats = []
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise ValueError(f"{json_path}: categories[{i}] needs 'id' and 'name', got {c!r}")
+        cats.append((int(c["id"]), str(c["name"])))
+    ids = [c[0] for c in cats]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{json_path}: duplicate category ids {dup}")
+    cats.sort()
+    names = check_class_names([n for _, n in cats], f"{json_path}: categories")
+    return {cid: label for label, (cid, _) in enumerate(cats)}, names
+
+
+def coco_class_names(json_path: str | os.PathLike) -> list[str]:
+    """Contiguous class names of a COCO json (ascending category id)."""
+    json_path = Path(json_path)
+    return _categories(read_coco_json(json_path), json_path)[1]
+
+
+def find_image_dir(json_path: Path, file_names: Sequence[str], image_dir: Path | None = None) -> Path:
+    """The folder the json's ``file_name`` entries live in (see the module docstring for the search order).
+
+    Raises:
+        FileNotFoundError: none of the candidate folders holds the first images.
+    """
+    root = json_path.parent.parent if json_path.parent.name == "annotations" else json_path.parent
+    split = json_path.stem.split("_", 1)[1] if "_" in json_path.stem else json_path.stem
+    candidates = [image_dir] if image_dir is not None else []
+    candidates += [root / split, root / "images" / split, root / "images", json_path.parent, root]
+    probe = list(file_names[:5])
+    if not probe:
+        return Path(image_dir) if image_dir is not None else root
+    for cand in candidates:
+        if cand is not None and any((Path(cand) / f).is_file() for f in probe):
+            return Path(cand)
+    raise FileNotFoundError(
+        f"{json_path}: cannot find its images (first file_name {probe[0]!r}); looked in "
+        f"{', '.join(str(c) for c in candidates if c is not None)}"
+    )
+
+
+def load_coco_split(
+    json_path: str | os.PathLike,
+    split: str = "train",
+    image_dir: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+) -> DatasetSource:
+    """Read a COCO json, checking every annotation.
+
+    Args:
+        json_path: the annotation file.
+        split: name used in messages.
+        image_dir: folder of the images (found automatically when ``None``).
+        class_names: when given, the json's names must equal these (train and val must agree).
+
+    Returns:
+        The split's :class:`DatasetSource`; image ids are the json's ids.
+
+    Raises:
+        FileNotFoundError / ValueError: missing file or image folder, invalid JSON, missing keys, image entries
+            without ``id`` / ``file_name``, duplicate image ids, names differing from ``class_names``.
+    """
+    json_path = Path(json_path)
+    data = read_coco_json(json_path)
+    label_of, names = _categories(data, json_path)
+    if class_names is not None and list(class_names) != names:
+        raise ValueError(f"{json_path}: categories {names} differ from the other split's {list(class_names)}")
+    report = ScanReport(source=str(json_path), split=split)
+
+    images: dict[int, dict[str, Any]] = {}
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise ValueError(f"{json_path}: images[{i}] needs 'id' and 'file_name', got {im!r}")
+        iid = int(im["id"])
+        if iid in images:
+            raise ValueError(f"{json_path}: images[{i}] repeats image id {iid} (ids must be unique)")
+        images[iid] = im
+    folder = find_image_dir(json_path, [im["file_name"] for im in data["images"]], image_dir and Path(image_dir))
+
+    per_image: dict[int, list[tuple[list[float], int, bool, str]]] = {iid: [] for iid in images}
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{json_path}: annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else '?'})"
+        if not isinstance(ann, dict):
+            report.add("malformed annotation (skipped)", where)
+            continue
+        iid = ann.get("image_id")
+        if iid not in per_image:
+            report.add("annotation for an unknown image id (skipped)", f"{where} image_id {iid}")
+            continue
+        cid = ann.get("category_id")
+        if cid not in label_of:
+            report.add(
+                f"unknown category id (not in categories {sorted(label_of)}; skipped)", f"{where} category_id {cid}"
+            )
+            continue
+        bbox = ann.get("bbox")
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except (TypeError, ValueError):
+            report.add("annotation without a valid bbox [x, y, w, h] (skipped)", where)
+            continue
+        crowd = bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0))
+        per_image[iid].append(([x, y, x + w, y + h], label_of[cid], crowd, where))
+
+    candidates = [(folder / images[iid]["file_name"], iid) for iid in images]
+    records: list[ImageRecord] = []
+    for path, iid, info in keep_readable(candidates, report):
+        im = images[iid]
+        jw, jh = im.get("width"), im.get("height")
+        if jw is not None and jh is not None and (int(jw), int(jh)) != (info.width, info.height):
+            report.add(
+                "width/height in the json differ from the image (image size used)",
+                f"{path} ({jw}x{jh} vs {info.width}x{info.height})",
+            )
+        anns = per_image[iid]
+        boxes = np.array([a[0] for a in anns], np.float64).reshape(-1, 4)
+        labels = np.array([a[1] for a in anns], np.int64)
+        crowd = np.array([a[2] for a in anns], bool)
+        boxes, labels, crowd = clean_boxes(boxes, labels, crowd, info.height, info.width, report, [a[3] for a in anns])
+        records.append(ImageRecord(path, int(iid), info.height, info.width, boxes, labels, crowd, info))
+    finish_report(records, report)
+    return DatasetSource(records, names, report, folder)
+
+
+def write_coco_json(
+    json_path: Path,
+    images: Sequence[dict[str, Any]],
+    annotations: Sequence[dict[str, Any]],
+    categories: Sequence[dict[str, Any]],
+) -> None:
+    """Write a COCO json (``images``: id, file_name, width, height; ``annotations``: id, image_id,
+    category_id, bbox [x, y, w, h], area, iscrowd; ``categories``: id, name)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"images": list(images), "annotations": list(annotations), "categories": list(categories)}
+    json_path.write_text(json.dumps(data), encoding="utf-8")

@@ -1,0 +1,285 @@
+"""YOLO txt labels with an ultralytics-style ``data.yaml``.
+
+``data.yaml`` keys: ``path`` (dataset root; relative to the yaml's folder; default: that folder), ``train``,
+``val`` and optionally ``test`` (each a folder of images, a ``.txt`` file listing images, or a list of those;
+relative to ``path``), ``names`` (list, or dict ``{index: name}`` with indices ``0..C-1``) and optionally ``nc``.
+Labels follow the ultralytics convention: the label of ``.../images/<sub>/x.jpg`` is
+``.../labels/<sub>/x.txt`` (last ``images`` path component replaced; no ``images`` component: same folder).
+Each line is ``class cx cy w h`` normalised to 0..1 of the displayed image, or a polygon
+``class x1 y1 x2 y2 x3 y3 ...`` (ultralytics segment labels), whose enclosing box is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..image_io import IMAGE_EXTENSIONS
+from .base import (
+    DatasetSource,
+    ImageRecord,
+    ScanReport,
+    check_class_names,
+    clean_boxes,
+    finish_report,
+    keep_readable,
+)
+
+__all__ = [
+    "read_data_yaml",
+    "yolo_class_names",
+    "load_yolo_split",
+    "image_to_label_path",
+    "write_yolo_labels",
+    "write_data_yaml",
+]
+
+# Normalised coordinates may overshoot 0..1 by rounding in labelling tools; beyond this they are pixels.
+_NORM_TOL = 0.01
+
+
+def read_data_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a ``data.yaml``.
+
+    Returns:
+        ``{"root": Path, "names": list[str], "splits": {split: spec}, "yaml": Path}``.
+
+    Raises:
+        FileNotFoundError: the yaml or its ``path`` folder is missing.
+        ValueError: invalid YAML, a missing ``train`` / ``val`` / ``names`` key, bad ``names`` or ``nc``.
+    """
+    yaml_path = Path(yaml_path)
+    if not yaml_path.is_file():
+        raise FileNotFoundError(f"{yaml_path}: data.yaml not found")
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{yaml_path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{yaml_path}: expected a mapping with keys path/train/val/names, got {type(data).__name__}")
+    for key in ("train", "val", "names"):
+        if key not in data or data[key] in (None, "", []):
+            raise ValueError(f"{yaml_path}: missing key {key!r} (expected train, val and names; test is optional)")
+    names = data["names"]
+    if isinstance(names, dict):
+        try:
+            by_index = {int(k): v for k, v in names.items()}
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{yaml_path}: names keys must be integers 0..C-1, got {list(names)}") from err
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(
+                f"{yaml_path}: names keys must be 0..{len(by_index) - 1} without gaps, got {sorted(by_index)}"
+            )
+        names = [by_index[i] for i in range(len(by_index))]
+    elif not isinstance(names, (list, tuple)):
+        raise ValueError(f"{yaml_path}: names must be a list or a dict {{index: name}}, got {names!r}")
+    names = check_class_names(names, f"{yaml_path}: names")
+    if "nc" in data and data["nc"] is not None and int(data["nc"]) != len(names):
+        raise ValueError(f"{yaml_path}: nc={data['nc']} but names has {len(names)} entries")
+    root = data.get("path")
+    root = yaml_path.parent if root in (None, "") else Path(os.path.expanduser(str(root)))
+    if not root.is_absolute():
+        root = (yaml_path.parent / root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{yaml_path}: path {data.get('path')!r} resolves to {root}, which is not a folder")
+    splits = {k: data[k] for k in ("train", "val", "test") if data.get(k) not in (None, "", [])}
+    return {"root": root, "names": names, "splits": splits, "yaml": yaml_path}
+
+
+def yolo_class_names(yaml_path: str | os.PathLike) -> list[str]:
+    """Class names of a ``data.yaml`` (cheap: reads only the yaml)."""
+    return read_data_yaml(yaml_path)["names"]
+
+
+def image_to_label_path(image_path: Path) -> Path:
+    """``.../images/a/b.jpg`` -> ``.../labels/a/b.txt`` (last ``images`` component; else same folder)."""
+    parts = list(image_path.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts).with_suffix(".txt")
+    return image_path.with_suffix(".txt")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _resolve_split(spec: Any, root: Path, yaml_path: Path, split: str) -> tuple[list[Path], list[Path]]:
+    """Image paths of a split spec and the folders among its items (for the orphan-label check)."""
+    items = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    images: list[Path] = []
+    folders: list[Path] = []
+    for item in items:
+        p = Path(os.path.expanduser(str(item)))
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            folders.append(p)
+            images += _images_in(p)
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                q = Path(line)
+                if not q.is_absolute():
+                    # ultralytics: "./x" is relative to the list file; other relative paths: the root, else the
+                    # list file's folder
+                    if line.startswith("./") or (not (root / q).exists() and (p.parent / q).exists()):
+                        q = p.parent / q
+                    else:
+                        q = root / q
+                images.append(q)
+        elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(p)
+        else:
+            raise FileNotFoundError(
+                f"{yaml_path}: {split}: {item!r} resolves to {p}, which does not exist "
+                f"(expected a folder of images, a .txt list of images, or a list of those)"
+            )
+    if not images:
+        raise ValueError(
+            f"{yaml_path}: split {split!r} ({spec!r}) contains no images (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    # keep order, drop repeats (a file listed twice would be counted twice in evaluation)
+    return list(dict.fromkeys(images)), folders
+
+
+def _check_orphan_labels(folders: Sequence[Path], images: Sequence[Path], yaml_path: Path) -> None:
+    """A label file whose image is missing means images and labels are out of step: raise."""
+    image_keys = {p.with_suffix("") for p in images}
+    for folder in folders:
+        label_dir = image_to_label_path(folder / "x.jpg").parent
+        if label_dir == folder or not label_dir.is_dir():
+            continue
+        for txt in sorted(label_dir.rglob("*.txt")):
+            if txt.name == "classes.txt":  # written by labelImg next to the labels
+                continue
+            rel = txt.relative_to(label_dir).with_suffix("")
+            if (folder / rel) not in image_keys:
+                raise FileNotFoundError(
+                    f"{txt}: label file has no image (expected {folder / rel} with an image extension such as "
+                    f".jpg or .png; split folder from {yaml_path})"
+                )
+
+
+def _parse_label_file(
+    label_path: Path, num_classes: int, width: int, height: int, report: ScanReport
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Parse one label file to pixel xyxy boxes; ``None`` when the file itself is unreadable."""
+    try:
+        text = label_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        report.add("unreadable label file (image skipped)", str(label_path))
+        return None
+    boxes, labels, where = [], [], []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        loc = f"{label_path}:{line_no}"
+        cols = line.split()
+        if not (len(cols) == 5 or (len(cols) >= 7 and len(cols) % 2 == 1)):
+            report.add("malformed label line (expected 'class cx cy w h' or a polygon; skipped)", loc)
+            continue
+        try:
+            values = np.array([float(c) for c in cols], dtype=np.float64)
+        except ValueError:
+            report.add("malformed label line (expected 'class cx cy w h' or a polygon; skipped)", loc)
+            continue
+        if not np.isfinite(values).all():
+            report.add("degenerate box (non-finite, inverted, outside the image or under 1 px; skipped)", loc)
+            continue
+        cls = values[0]
+        if cls != int(cls) or not 0 <= cls < num_classes:
+            report.add(f"class id out of range 0..{num_classes - 1} (skipped)", f"{loc} (class {cols[0]})")
+            continue
+        coords = values[1:]
+        if (coords < -_NORM_TOL).any() or (coords > 1 + _NORM_TOL).any():
+            report.add("coordinates not normalised to 0..1 (skipped)", loc)
+            continue
+        if len(coords) == 4:
+            cx, cy, w, h = coords
+            xyxy = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+        else:
+            pts = coords.reshape(-1, 2)
+            xyxy = [
+                pts[:, 0].min() * width,
+                pts[:, 1].min() * height,
+                pts[:, 0].max() * width,
+                pts[:, 1].max() * height,
+            ]
+            report.add("polygon label converted to its enclosing box", loc)
+        boxes.append(xyxy)
+        labels.append(int(cls))
+        where.append(loc)
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64), where
+
+
+def load_yolo_split(yaml_path: str | os.PathLike, split: str) -> DatasetSource:
+    """Read one split of a YOLO-txt dataset, checking every label.
+
+    Args:
+        yaml_path: the ``data.yaml``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns:
+        The split's :class:`DatasetSource` (image ids are positions in the sorted image list).
+
+    Raises:
+        FileNotFoundError / ValueError: structural problems (see :func:`read_data_yaml`, missing split folder,
+            no images, a label file without its image).
+    """
+    meta = read_data_yaml(yaml_path)
+    yaml_path, root, names = meta["yaml"], meta["root"], meta["names"]
+    if split not in meta["splits"]:
+        raise ValueError(f"{yaml_path}: no {split!r} split (keys present: {sorted(meta['splits'])})")
+    images, folders = _resolve_split(meta["splits"][split], root, yaml_path, split)
+    _check_orphan_labels(folders, images, yaml_path)
+    report = ScanReport(source=str(yaml_path), split=split)
+    records: list[ImageRecord] = []
+    for image_id, (path, _, info) in enumerate(keep_readable([(p, None) for p in images], report)):
+        label_path = image_to_label_path(path)
+        boxes = np.zeros((0, 4))
+        labels = np.zeros(0, np.int64)
+        where: list[str] = []
+        if label_path.is_file():
+            parsed = _parse_label_file(label_path, len(names), info.width, info.height, report)
+            if parsed is None:
+                continue
+            boxes, labels, where = parsed
+        crowd = np.zeros(len(labels), bool)
+        boxes, labels, crowd = clean_boxes(boxes, labels, crowd, info.height, info.width, report, where)
+        records.append(ImageRecord(path, image_id, info.height, info.width, boxes, labels, crowd, info))
+    finish_report(records, report)
+    return DatasetSource(records, names, report, root)
+
+
+def write_yolo_labels(label_path: Path, boxes_xyxy: np.ndarray, labels: np.ndarray, width: int, height: int) -> None:
+    """Write ``class cx cy w h`` lines normalised to the image size (7 decimals: < 1e-3 px at 10k px)."""
+    b = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    cxcywh = np.stack(
+        [(b[:, 0] + b[:, 2]) / 2 / width, (b[:, 1] + b[:, 3]) / 2 / height, (b[:, 2] - b[:, 0]) / width,
+         (b[:, 3] - b[:, 1]) / height], 1
+    )  # fmt: skip
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{int(c)} {x:.7f} {y:.7f} {w:.7f} {h:.7f}" for c, (x, y, w, h) in zip(labels, cxcywh, strict=True)]
+    label_path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+
+
+def write_data_yaml(
+    yaml_path: Path, names: Sequence[str], train: str = "images/train", val: str = "images/val", test: str | None = None
+) -> None:
+    """Write a ``data.yaml`` whose ``path`` is its own folder."""
+    data: dict[str, Any] = {"path": ".", "train": train, "val": val}
+    if test is not None:
+        data["test"] = test
+    data["nc"] = len(names)
+    data["names"] = {i: n for i, n in enumerate(names)}
+    yaml_path.parent.mkdir(parents=True, exist_ok=True)
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
