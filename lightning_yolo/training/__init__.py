@@ -1,0 +1,24 @@
+"""Training parts that know about targets: assigner, loss, self-adversarial step, optimizer helpers.
+
+No Lightning here: :class:`~lightning_yolo.module.YOLOModule` and the DataModule put these to work.
+"""
+
+from .assigner import Assignment, assign_targets, ignore_mask, pad_targets
+from .loss import BOX_LOSSES, YOLOLoss
+from .optim import WarmupCosineLR, param_groups, warmup_cosine_factor, warmup_cosine_lambda
+from .sat import empty_targets, self_adversarial_step
+
+__all__ = [
+    "Assignment",
+    "BOX_LOSSES",
+    "WarmupCosineLR",
+    "YOLOLoss",
+    "assign_targets",
+    "empty_targets",
+    "ignore_mask",
+    "pad_targets",
+    "param_groups",
+    "self_adversarial_step",
+    "warmup_cosine_factor",
+    "warmup_cosine_lambda",
+]
