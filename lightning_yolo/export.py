@@ -22,9 +22,23 @@ no static-graph form. Thresholds, ``max_det``, ``class_agnostic`` and ``multi_la
 baked into the graph. For DIoU-NMS, export the decoded output and run
 :func:`lightning_yolo.ops.postprocess.postprocess` on it.
 
-ONNX uses the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``) by default: it exports
-``torchvision.ops.nms`` to ``NonMaxSuppression`` and a dynamic batch in about a second; ``exporter="dynamo"`` uses
-the ``torch.export`` based exporter (needs ``onnxscript``) for the raw and decoded graphs.
+Two ONNX exporters give the same graphs (both tested against onnxruntime, dynamic batch and NMS included):
+``exporter="torchscript"`` (default; ``torch.onnx.export(dynamo=False)``, deprecated by torch since 2.9 but about
+4x faster to export) and ``exporter="dynamo"`` (``torch.export``-based, needs ``onnxscript``; the one to keep when
+the TorchScript exporter is removed). :func:`export_torchscript` uses ``torch.jit.trace``, which torch also
+deprecates in favour of ``torch.export``; the traced file runs with ``torch.jit.load`` alone.
+
+Example::
+
+    predictor = YOLOPredictor.from_checkpoint("last.ckpt", score_thresh=0.25, nms_kind="greedy")
+    export_onnx(predictor, "yolo.onnx", img_size=640, with_nms=True)
+
+    import onnxruntime as ort
+    session = ort.InferenceSession("yolo.onnx")
+    image, ratio, pad = letterbox(read_image("photo.jpg"), 640)          # lightning_yolo.ops.image
+    detections, num_detections = session.run(None, {"images": (image[None].float() / 255).numpy()})
+    # rows 0..num_detections[0]-1 of detections[0]: x1, y1, x2, y2 (input px), score, label;
+    # original pixels: lightning_yolo.ops.boxes.scale_boxes_to_original(boxes, ratio, pad, (H, W))
 """
 
 from __future__ import annotations
