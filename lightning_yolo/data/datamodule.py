@@ -34,12 +34,6 @@ log = logging.getLogger(__name__)
 _STRIDE = 32  # largest network stride: input sides must be multiples of it
 
 
-def _worker_init(worker_id: int) -> None:
-    # One OpenCV thread per worker: the workers already use the cores, and OpenCV's pool inside forked
-    # workers only oversubscribes them (ultralytics and YOLOX disable it too).
-    cv2.setNumThreads(1)
-
-
 class YOLODataModule(pl.LightningDataModule):
     """Object-detection data for YOLOv4: COCO json, YOLO txt (data.yaml) or Pascal VOC, or the built-in synthetic
     shapes dataset.
@@ -94,6 +88,8 @@ class YOLODataModule(pl.LightningDataModule):
         synthetic_num_val: synthetic dataset validation images.
         synthetic_image_size: synthetic image side.
         synthetic_seed: synthetic dataset seed.
+        predict_path: images for ``Trainer.predict`` / ``lightning-yolo predict``: an image file, a folder or a glob
+            (:class:`~lightning_yolo.data.predict.PredictImages`), letterboxed like validation images.
     """
 
     def __init__(
@@ -136,6 +132,7 @@ class YOLODataModule(pl.LightningDataModule):
         synthetic_num_val: int = 128,
         synthetic_image_size: int = 256,
         synthetic_seed: int = 0,
+        predict_path: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -163,6 +160,7 @@ class YOLODataModule(pl.LightningDataModule):
         self.close_mosaic_epochs = close_mosaic_epochs
         self.multiscale = multiscale
         self.sat_prob = sat_prob
+        self.predict_path = predict_path
         self._force_multi_image: bool | None = None
         self._train_batches = 0
         self._sat_rng = random.Random(0 if seed is None else seed)
@@ -295,6 +293,12 @@ class YOLODataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
         workers = self.num_workers
+        if workers > 0:
+            # Before workers fork: OpenCV's thread pool does not survive fork(). A forked worker that touches it
+            # (even cv2.setNumThreads) can block forever on a condition variable whose waiters stayed in the parent
+            # (seen here: a worker stuck in pthread_cond_destroy inside cv2). With 0 threads OpenCV runs serially;
+            # the workers are the parallelism (ultralytics and YOLOX do the same).
+            cv2.setNumThreads(0)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -304,7 +308,6 @@ class YOLODataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=drop_last,
             persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=_worker_init if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -334,6 +337,19 @@ class YOLODataModule(pl.LightningDataModule):
             self.setup("test")
         world, rank = self._dist()
         return self._loader(self.test_dataset, EvalDistributedSampler(self.test_dataset, world, rank), drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of ``predict_path`` images; targets carry ``path``, ``image_id`` and the letterbox geometry."""
+        if self.predict_path is None:
+            raise ValueError(
+                "predict needs images: set data.predict_path to an image file, a folder or a glob "
+                "(e.g. --data.predict_path 'photos/*.jpg')"
+            )
+        from .predict import PredictImages
+
+        dataset = PredictImages(self.predict_path, self.img_size)
+        world, rank = self._dist()
+        return self._loader(dataset, EvalDistributedSampler(dataset, world, rank), drop_last=False)
 
     # ------------------------------------------------------------------------------------------------------------
     # on the device
