@@ -127,3 +127,16 @@ def test_diou_nms_suppression_matches_formula_on_random_boxes() -> None:
     ref = torch.tensor([[_darknet_box_diounms(a, b, 0.6) for b in boxes.tolist()] for a in boxes.tolist()])
     torch.testing.assert_close(crit, ref.float(), rtol=1e-5, atol=1e-5)
     assert math.isclose(crit.diagonal().min().item(), 1.0, abs_tol=1e-6)
+
+
+def test_batched_nms_groups_stay_apart_with_negative_coordinates():
+    from torchvision.ops import batched_nms as tv_batched_nms
+
+    from lightning_yolo.ops.nms import batched_nms
+
+    # torchvision's "max + 1" shift (11 here) moves the class-1 box onto the class-0 box: IoU 0.81, suppressed.
+    boxes = torch.tensor([[-100.0, -100.0, 0.0, 0.0], [-80.0, -80.0, 10.0, 10.0]])
+    scores = torch.tensor([0.9, 0.8])
+    idxs = torch.tensor([1, 0])
+    assert tv_batched_nms(boxes, scores, idxs, 0.5).tolist() == [0]
+    assert sorted(batched_nms(boxes, scores, idxs, 0.5).tolist()) == [0, 1]

@@ -28,7 +28,13 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     Returns:
         ``[K]`` int64 indices into ``boxes`` of the kept boxes, by decreasing score.
     """
-    return tv_ops.batched_nms(boxes, scores, idxs, iou_thresh)
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    # torchvision's coordinate trick spaces the groups by max + 1, which lets groups overlap when boxes have
+    # negative coordinates (unclipped decoded boxes do); spacing by the full extent keeps groups disjoint.
+    lo, hi = boxes.min(), boxes.max()
+    offsets = idxs.to(boxes) * (hi - lo + 1)
+    return tv_ops.nms(boxes - lo + offsets[:, None], scores, iou_thresh)
 
 
 def diou_nms_suppression(boxes1: torch.Tensor, boxes2: torch.Tensor, beta: float = 0.6) -> torch.Tensor:
