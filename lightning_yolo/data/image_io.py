@@ -1,11 +1,12 @@
 """Image probing and decoding: any file PIL or OpenCV can read -> ``uint8 [H, W, 3]`` RGB, EXIF orientation applied.
 
-Speed (measured on the 2-core development machine, 1280x960 photo-like JPEG, quality 90, loaded for a 640-px
-network): ``cv2.imdecode`` 6-9 ms, ``cv2.imdecode`` with ``IMREAD_REDUCED_COLOR_2`` (DCT-domain 1/2 scaling)
-4.2-4.6 ms, ``torchvision.io.decode_jpeg`` 5.2-5.5 ms (no scaled decode; CHW output needs a copy for OpenCV), PIL
-7.2 ms (4.9 ms with ``draft``). So the common case (8-bit RGB or grey, no EXIF rotation) is decoded by OpenCV,
-at a reduced scale when the image is shrunk by 2x or more anyway; odd modes (palette, RGBA, 16-bit, CMYK, ...)
-and EXIF-rotated files go through PIL, where ``ImageOps.exif_transpose`` applies the orientation.
+Speed (``benchmarks/data.py`` on the busy 2-core development machine, photo-like JPEGs, quality 90, ms per image):
+1280x960 for a 640-px network: ``cv2.imdecode`` 10.8-13.4, ``cv2.imdecode`` with ``IMREAD_REDUCED_COLOR_2`` (DCT-domain
+1/2 scaling) 4.5-9.1, ``torchvision.io.decode_jpeg`` 6.6-11.2, PIL 8.1-15.7 (5.6-10.3 with ``draft``); 640x480:
+OpenCV 2.5, torchvision 2.3, PIL 2.8. torchvision has no scaled decode and returns CHW, which OpenCV would need
+copied to HWC, so the common case (8-bit RGB or grey, no EXIF rotation) is decoded by OpenCV, at a reduced scale
+when the image is shrunk by 2x or more anyway; odd modes (palette, RGBA, 16-bit, CMYK, ...) and EXIF-rotated files
+go through PIL, where ``ImageOps.exif_transpose`` applies the orientation.
 
 Orientation: boxes in COCO / YOLO / VOC labels refer to the *displayed* image (EXIF orientation applied), as
 ultralytics does; sizes reported by :func:`probe_image` are displayed sizes.
