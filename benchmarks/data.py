@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             None, num_train=args.num_images, num_val=args.num_images, img_size=(w, h), seed=0, noise=8.0
         )
         print(
-            f"dataset: synthetic {w}x{h} JPEGs ({args.num_images} per split) at {root} ({time.perf_counter() - t0:.1f} s)"
+            f"dataset: synthetic {w}x{h} JPEGs ({args.num_images} per split) at {root} "
+            f"({time.perf_counter() - t0:.1f} s)"
         )
         path = str(root)
     else:

@@ -264,8 +264,10 @@ def test_collate_contract(colour_dataset) -> None:
     assert t["orig_size"].dtype == torch.int64 and t["orig_size"].shape == (2,)
     assert t["ratio"].dtype == torch.float32 and t["pad"].shape == (2,)
     with pytest.raises(ValueError, match="one size"):
-        collate_detection([raw_to_sample(RawSample(np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4)), np.zeros(0))),
-                           raw_to_sample(RawSample(np.zeros((8, 8, 3), np.uint8), np.zeros((0, 4)), np.zeros(0)))])  # fmt: skip
+        empty = (np.zeros((0, 4)), np.zeros(0))
+        small = raw_to_sample(RawSample(np.zeros((4, 4, 3), np.uint8), *empty))
+        large = raw_to_sample(RawSample(np.zeros((8, 8, 3), np.uint8), *empty))
+        collate_detection([small, large])
 
 
 def test_training_samples_have_no_crowd_boxes(colour_dataset) -> None:
