@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["CloseMosaic"]
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+
+__all__ = [
+    "CloseMosaic",
+    "LastCheckpoint",
+    "ensure_last_checkpoint",
+    "PredictionWriter",
+    "DetectionImageLogger",
+    "DetectionPlots",
+]
+
+log = logging.getLogger(__name__)
 
 
 class CloseMosaic(pl.Callback):
@@ -38,3 +58,428 @@ class CloseMosaic(pl.Callback):
         max_epochs = trainer.max_epochs
         if self.last_n_epochs and max_epochs is not None and trainer.current_epoch == max_epochs - self.last_n_epochs:
             rank_zero_info(f"CloseMosaic: Mosaic/MixUp/CutMix off for the last {self.last_n_epochs} epochs")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# last.ckpt that really is the last epoch (resume / extend)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Write ``last.ckpt`` at the end of every training epoch (after that epoch's validation), for
+    ``lightning-yolo fit --ckpt_path .../last.ckpt``.
+
+    Lightning 2.6 writes ``ModelCheckpoint(save_last=True)``'s ``last.ckpt`` only when a top-k checkpoint is saved
+    at the same step: with a monitored metric that did not improve, ``last.ckpt`` holds an older epoch and resuming
+    from it silently repeats epochs. This callback keeps one file, overwritten every ``every_n_epochs`` epochs.
+    The CLI adds it for every ``ModelCheckpoint(save_last=True, monitor=...)`` of a config
+    (:func:`ensure_last_checkpoint`).
+
+    Args:
+        dirpath: folder (default: the logger's ``checkpoints`` folder, as for ``ModelCheckpoint``).
+        filename: file name without ``.ckpt``.
+        every_n_epochs: write every this many epochs.
+    """
+
+    def __init__(
+        self, dirpath: str | os.PathLike | None = None, filename: str = "last", every_n_epochs: int = 1
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=None,
+            save_top_k=1,  # with monitor=None: the newest checkpoint only, overwritten in place
+            save_last=False,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=True,  # epoch end runs after the epoch's validation: every epoch, any val period
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
+
+
+def ensure_last_checkpoint(callbacks: list[pl.Callback]) -> LastCheckpoint | None:
+    """Give ``save_last=True`` its intended meaning: a ``last.ckpt`` of the last epoch.
+
+    For ``ModelCheckpoint`` callbacks with a ``monitor``, ``save_last=True`` and ``save_top_k != -1`` (whose
+    ``last.ckpt`` is only rewritten with a new best, see :class:`LastCheckpoint`), ``save_last`` is switched off and
+    one :class:`LastCheckpoint` in the same folder is appended to ``callbacks`` (in place), unless one is there.
+
+    Returns:
+        The added (or existing) :class:`LastCheckpoint`, or ``None`` when nothing needed it.
+    """
+    existing = next((cb for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
+    stale = [
+        cb
+        for cb in callbacks
+        if isinstance(cb, ModelCheckpoint)
+        and not isinstance(cb, LastCheckpoint)
+        and cb.save_last is True
+        and cb.monitor is not None
+        and cb.save_top_k != -1
+    ]
+    if not stale:
+        return existing
+    for cb in stale:
+        cb.save_last = False
+    if existing is None:
+        existing = LastCheckpoint(dirpath=stale[0].dirpath)
+        callbacks.append(existing)
+        rank_zero_info(
+            f"ModelCheckpoint(monitor={stale[0].monitor!r}, save_last=True) rewrites last.ckpt only with a new best "
+            "(Lightning >= 2.6); added LastCheckpoint, which writes last.ckpt after every epoch"
+        )
+    return existing
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# predictions to COCO-style json (and drawn images)
+
+
+def _coco_category_ids(datamodule: Any, class_names: Sequence[str]) -> list[int] | None:
+    """COCO category ids by contiguous label, when the DataModule reads a COCO dataset with these classes."""
+    location = getattr(datamodule, "location", None)
+    if location is None or getattr(location, "format", None) != "coco" or not getattr(location, "coco_jsons", None):
+        return None
+    smallest = min(set(location.coco_jsons.values()), key=lambda j: j.stat().st_size)
+    with open(smallest, encoding="utf-8") as f:
+        categories = json.load(f).get("categories") or []
+    pairs = sorted((int(c["id"]), str(c["name"])) for c in categories)  # labels follow ascending category id
+    if [n for _, n in pairs] != list(class_names):
+        rank_zero_warn(
+            f"PredictionWriter: the classes of {smallest} {[n for _, n in pairs]} differ from the model's "
+            f"{list(class_names)}; writing labels as category_id"
+        )
+        return None
+    return [i for i, _ in pairs]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write ``Trainer.predict`` detections as a COCO results json and, optionally, images with the boxes drawn.
+
+    ``<output_dir>/predictions.json`` is a list with one entry per detection, the format of COCO results files
+    (``pycocotools.COCO.loadRes``) plus the image file::
+
+        {"image_id": 0, "file_name": "photos/a.jpg", "category_id": 1, "bbox": [x, y, w, h], "score": 0.91}
+
+    ``bbox`` is in original-image pixels (top-left corner, width, height); ``image_id`` is the position of the file
+    in the sorted input list; boxes that lie entirely in the letterbox padding (zero size once clipped to the image)
+    are left out. ``category_id`` is the dataset's category id when the DataModule reads a COCO dataset
+    with the model's classes, else the class index (or ``category_ids[label]`` when given). With ``save_images``,
+    ``<output_dir>/images/<name>.jpg`` shows each image with boxes, class names and scores. Under DDP every process
+    predicts its share and process 0 writes the merged file.
+
+    Args:
+        output_dir: output folder (default: ``<trainer.default_root_dir>/predictions``).
+        save_images: also write the drawn images.
+        category_ids: category id of each class index (overrides the DataModule's).
+        filename: name of the json file.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        save_images: bool = False,
+        category_ids: list[int] | None = None,
+        filename: str = "predictions.json",
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.save_images = bool(save_images)
+        self.category_ids = None if category_ids is None else [int(c) for c in category_ids]
+        self.filename = filename
+        self.results: list[dict[str, Any]] = []
+        self.json_path: Path | None = None
+        self._num_images = 0
+        self._image_names: set[str] = set()
+        self._ids: list[int] | None = None
+
+    def _resolved_dir(self, trainer: pl.Trainer) -> Path:
+        return self.output_dir if self.output_dir is not None else Path(trainer.default_root_dir) / "predictions"
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.results, self._num_images, self._image_names = [], 0, set()
+        names = list(getattr(pl_module, "class_names", []) or [])
+        num_classes = int(getattr(pl_module.hparams, "num_classes", len(names)))
+        if self.category_ids is not None:
+            if len(self.category_ids) != num_classes:
+                raise ValueError(
+                    f"PredictionWriter: category_ids has {len(self.category_ids)} ids for {num_classes} classes"
+                )
+            self._ids = self.category_ids
+        else:
+            self._ids = _coco_category_ids(trainer.datamodule, names) if names else None
+        self._resolved_dir(trainer).mkdir(parents=True, exist_ok=True)
+
+    def _image_file_name(self, path: str, image_id: int) -> str:
+        name = f"{Path(path).stem}.jpg"
+        if name in self._image_names:  # same stem from two folders of a recursive glob
+            name = f"{Path(path).stem}_{image_id}.jpg"
+        self._image_names.add(name)
+        return name
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        from .ops.image import read_image
+        from .visualize import draw_detections, save_image
+
+        names = list(getattr(pl_module, "class_names", []) or []) or None
+        for det in prediction:
+            boxes = det["boxes"].detach().float().cpu()
+            scores = det["scores"].detach().float().cpu()
+            labels = det["labels"].detach().long().cpu()
+            image_id = int(det["image_id"]) if "image_id" in det else self._num_images
+            path = str(det.get("path", ""))
+            self._num_images += 1
+            xywh = torch.cat((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), dim=1)
+            # boxes that lie in the letterbox padding are clipped to zero size in the original image: drop them
+            visible = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+            boxes, scores, labels, xywh = boxes[visible], scores[visible], labels[visible], xywh[visible]
+            ids = labels.tolist() if self._ids is None else [self._ids[i] for i in labels.tolist()]
+            for box, score, cid in zip(xywh.tolist(), scores.tolist(), ids, strict=True):
+                self.results.append(
+                    {
+                        "image_id": image_id,
+                        "file_name": path,
+                        "category_id": int(cid),
+                        "bbox": [round(v, 3) for v in box],
+                        "score": round(score, 5),
+                    }
+                )
+            if self.save_images and path:
+                drawn = draw_detections(read_image(path), boxes, labels, scores, class_names=names)
+                save_image(drawn, self._resolved_dir(trainer) / "images" / self._image_file_name(path, image_id))
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results, num_images = self.results, self._num_images
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and trainer.world_size > 1:
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, (results, num_images))
+            results = [r for part, _ in gathered for r in part]
+            num_images = sum(n for _, n in gathered)
+        if not trainer.is_global_zero:
+            return
+        results.sort(key=lambda r: (r["image_id"], -r["score"]))
+        self.results = results
+        self.json_path = self._resolved_dir(trainer) / self.filename
+        with open(self.json_path, "w", encoding="utf-8") as f:
+            json.dump(results, f)
+        where = f" and {self._resolved_dir(trainer) / 'images'}" if self.save_images else ""
+        print(f"[lightning-yolo predict] {len(results)} detections in {num_images} images -> {self.json_path}{where}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# pictures: sample grids, validation predictions, confusion matrix, precision-recall curves
+
+
+def _log_to_tensorboard(trainer: pl.Trainer, kind: str, tag: str, value: Any) -> bool:
+    """``add_image`` / ``add_figure`` on every TensorBoard logger; ``False`` when there is none."""
+    done = False
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            if kind == "image":
+                logger.experiment.add_image(tag, value, global_step=trainer.global_step, dataformats="CHW")
+            else:
+                logger.experiment.add_figure(tag, value, global_step=trainer.global_step, close=False)
+            done = True
+    return done
+
+
+def _grid(images: torch.Tensor, drawn: list[torch.Tensor]) -> torch.Tensor:
+    from torchvision.utils import make_grid
+
+    return make_grid(drawn, nrow=max(1, math.ceil(math.sqrt(len(drawn)))), padding=2, pad_value=255)
+
+
+class DetectionImageLogger(pl.Callback):
+    """Log what the network sees: a grid of augmented training samples with their boxes (once, at the first training
+    batch) and a grid of validation images with the predicted boxes (first validation batch, every
+    ``every_n_epochs`` epochs).
+
+    Images go to every TensorBoard logger (``add_image``, tags ``train/samples`` and ``val/predictions``); with
+    other loggers they are skipped (one warning) unless ``save_dir`` is set. The last grids stay in
+    :attr:`images` (``tag -> uint8 [3, H, W]``).
+
+    Args:
+        every_n_epochs: validation grids every this many epochs.
+        max_images: images per grid.
+        score_thresh: smallest score drawn.
+        train_samples: log the training-sample grid.
+        save_dir: also write the grids as PNG files there (``<tag>_epoch<N>.png``).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        max_images: int = 16,
+        score_thresh: float = 0.25,
+        train_samples: bool = True,
+        save_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if every_n_epochs < 1 or max_images < 1:
+            raise ValueError(f"every_n_epochs and max_images must be >= 1, got {every_n_epochs} and {max_images}")
+        self.every_n_epochs = int(every_n_epochs)
+        self.max_images = int(max_images)
+        self.score_thresh = float(score_thresh)
+        self.train_samples = bool(train_samples)
+        self.save_dir = None if save_dir is None else Path(save_dir)
+        self.images: dict[str, torch.Tensor] = {}
+        self._train_logged = False
+        self._warned = False
+
+    def _emit(self, trainer: pl.Trainer, tag: str, grid: torch.Tensor) -> None:
+        from .visualize import save_image
+
+        self.images[tag] = grid
+        logged = _log_to_tensorboard(trainer, "image", tag, grid)
+        if self.save_dir is not None:
+            save_image(grid, self.save_dir / f"{tag.replace('/', '_')}_epoch{trainer.current_epoch}.png")
+        elif not logged and not self._warned:
+            self._warned = True
+            rank_zero_warn("DetectionImageLogger: no TensorBoard logger and no save_dir; images kept in .images only")
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.train_samples or self._train_logged or not trainer.is_global_zero:
+            return
+        from .visualize import draw_detections
+
+        self._train_logged = True
+        images = batch["images"][: self.max_images].detach().float().cpu()
+        names = list(getattr(pl_module, "class_names", []) or []) or None
+        drawn = [
+            draw_detections(img, t["boxes"].detach().cpu(), t["labels"].detach().cpu(), class_names=names)
+            for img, t in zip(images, batch["targets"], strict=False)
+        ]
+        self._emit(trainer, "train/samples", _grid(images, drawn))
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or batch_idx != 0 or dataloader_idx != 0 or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        from .visualize import draw_detections
+
+        images = batch["images"][: self.max_images]
+        with torch.no_grad():
+            # boxes in the input (letterboxed) pixels, i.e. on the images as the network saw them
+            dets = pl_module.predictor(score_thresh=self.score_thresh)(images)
+        names = list(getattr(pl_module, "class_names", []) or []) or None
+        drawn = [
+            draw_detections(img.cpu(), d["boxes"].cpu(), d["labels"].cpu(), d["scores"].cpu(), class_names=names)
+            for img, d in zip(images.detach().float(), dets, strict=True)
+        ]
+        self._emit(trainer, "val/predictions", _grid(images, drawn))
+
+
+class DetectionPlots(pl.Callback):
+    """After validation (and test): a detection confusion matrix and per-class precision-recall curves.
+
+    Reads the detections and ground truth that the module's mAP metric collected during the epoch (no second
+    inference pass): callbacks' ``on_validation_epoch_end`` runs before the module's, which computes and resets the
+    metric. Results stay on the callback (:attr:`confusion`, :attr:`curves`, :attr:`figures`), go to TensorBoard
+    (``add_figure``: ``val/confusion_matrix``, ``val/pr_curves``) and, with ``save_dir``, to PNG files. Under DDP
+    each process sees its own share of the images; process 0's share is plotted.
+
+    Args:
+        confusion_matrix: compute and plot the confusion matrix (:func:`lightning_yolo.plots.confusion_matrix`).
+        pr_curves: compute and plot precision-recall curves at ``iou_thresh``
+            (:func:`lightning_yolo.plots.precision_recall_curves`).
+        iou_thresh: IoU of a match.
+        score_thresh: smallest score counted in the confusion matrix (the curves use every detection).
+        every_n_epochs: plot every this many epochs.
+        save_dir: also save the figures as PNG files there (``<stage>_<name>_epoch<N>.png``).
+    """
+
+    def __init__(
+        self,
+        confusion_matrix: bool = True,
+        pr_curves: bool = True,
+        iou_thresh: float = 0.5,
+        score_thresh: float = 0.25,
+        every_n_epochs: int = 1,
+        save_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.confusion_matrix = bool(confusion_matrix)
+        self.pr_curves = bool(pr_curves)
+        self.iou_thresh = float(iou_thresh)
+        self.score_thresh = float(score_thresh)
+        self.every_n_epochs = int(every_n_epochs)
+        self.save_dir = None if save_dir is None else Path(save_dir)
+        self.confusion: torch.Tensor | None = None
+        self.curves: dict[str, torch.Tensor] | None = None
+        self.figures: dict[str, Any] = {}
+
+    @staticmethod
+    def collected(metric: Any) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+        """Detections and targets held by a torchmetrics ``MeanAveragePrecision`` (boxes back to xyxy)."""
+        from torchvision.ops import box_convert
+
+        def xyxy(b: torch.Tensor) -> torch.Tensor:  # the metric stores boxes as xywh for pycocotools
+            return box_convert(b.reshape(-1, 4).float(), "xywh", "xyxy")
+
+        preds = [
+            {"boxes": xyxy(b), "scores": s, "labels": lab}
+            for b, s, lab in zip(metric.detection_box, metric.detection_scores, metric.detection_labels, strict=True)
+        ]
+        targets = [
+            {"boxes": xyxy(b), "labels": lab, "iscrowd": c}
+            for b, lab, c in zip(
+                metric.groundtruth_box, metric.groundtruth_labels, metric.groundtruth_crowds, strict=True
+            )
+        ]
+        return preds, targets
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, stage: str) -> None:
+        from . import plots
+
+        if metric is None or not hasattr(metric, "detection_box"):
+            rank_zero_warn(f"DetectionPlots: the module has no {stage} MeanAveragePrecision; nothing plotted")
+            return
+        preds, targets = self.collected(metric)
+        num_classes = int(pl_module.hparams.num_classes)
+        names = list(getattr(pl_module, "class_names", []) or []) or None
+        epoch = trainer.current_epoch
+        self.figures = {}
+        if self.confusion_matrix:
+            self.confusion = plots.confusion_matrix(preds, targets, num_classes, self.iou_thresh, self.score_thresh)
+            self.figures["confusion_matrix"] = plots.plot_confusion_matrix(
+                self.confusion, names, title=f"{stage} confusion matrix (IoU > {self.iou_thresh:g}, epoch {epoch})"
+            )
+        if self.pr_curves:
+            self.curves = plots.precision_recall_curves(preds, targets, num_classes, self.iou_thresh)
+            self.figures["pr_curves"] = plots.plot_precision_recall(
+                self.curves, names, title=f"{stage} precision-recall (IoU {self.iou_thresh:g}, epoch {epoch})"
+            )
+        if not trainer.is_global_zero:
+            return
+        for name, fig in self.figures.items():
+            _log_to_tensorboard(trainer, "figure", f"{stage}/{name}", fig)
+            if self.save_dir is not None:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                fig.savefig(self.save_dir / f"{stage}_{name}_epoch{epoch}.png", dpi=100)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._run(trainer, pl_module, getattr(pl_module, "val_map", None), "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run(trainer, pl_module, getattr(pl_module, "test_map", None), "test")

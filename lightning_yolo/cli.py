@@ -13,6 +13,7 @@ from typing import Any
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from .callbacks import LastCheckpoint, PredictionWriter, ensure_last_checkpoint
 from .data.datamodule import YOLODataModule
 from .module import YOLOModule
 
@@ -31,9 +32,41 @@ class YOLOCLI(LightningCLI):
     never typed twice.
     """
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        # remember which subcommand's parser add_arguments_to_parser is building (LightningCLI does not pass it)
+        self._building_subcommand = subcommand
+        try:
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        finally:
+            self._building_subcommand = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if getattr(self, "_building_subcommand", None) == "predict":
+            # predict: the classes are the checkpoint's (LightningCLI reads the model's hyperparameters from
+            # --ckpt_path), whatever dataset data.path names; --writer.* configures the results writer
+            parser.add_lightning_class_args(PredictionWriter, "writer")
+            return
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        # With --ckpt_path the weights come from the checkpoint (resume, extend, validate, test, predict): do not
+        # re-run fine-tuning initialisation or read backbone weights, whose files may no longer exist.
+        sub = self.config.get(self.subcommand) if self.subcommand else None
+        if not sub or not sub.get("ckpt_path") or sub.get("model") is None:
+            return
+        model = sub["model"]
+        if model.get("init_from"):
+            model["init_from"] = None
+        overrides = model.get("model_overrides")
+        if isinstance(overrides, dict) and overrides.get("pretrained_backbone"):
+            model["model_overrides"] = {k: v for k, v in overrides.items() if k != "pretrained_backbone"}
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand in (None, "fit"):
+            ensure_last_checkpoint(trainer.callbacks)  # last.ckpt = the last epoch, for fit --ckpt_path
+        return trainer
 
     def after_fit(self) -> None:
         self._print_metrics("fit")
@@ -54,6 +87,9 @@ class YOLOCLI(LightningCLI):
         ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         if stage == "fit" and ckpt:
             print(f"[lightning-yolo fit] best checkpoint: {ckpt}")
+        last = next((cb for cb in self.trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
+        if stage == "fit" and last is not None and last.best_model_path:
+            print(f"[lightning-yolo fit] last checkpoint: {last.best_model_path}")
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> YOLOCLI:

@@ -107,6 +107,7 @@ class YOLOModule(pl.LightningModule):
             raise ValueError(f"nms_kind must be 'diou' or 'greedy', got {nms_kind!r}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
+        self._resume_rng_state: dict[str, Any] | None = None
         self.scheduler_factory = lr_scheduler
         self.model = create_model(model_name, num_classes=num_classes, **(model_overrides or {}))
         self.loss = self._make_loss()
@@ -359,6 +360,11 @@ class YOLOModule(pl.LightningModule):
         return total, min(warmup, max(total - 1, 0))
 
     def on_train_start(self) -> None:
+        # Resume: the global random streams (DropBlock masks, any torch.rand in a step) continue where the
+        # checkpointed run left them; applied at train start, so a sanity-check validation does not consume them.
+        if self._resume_rng_state is not None:
+            _set_rng_state(self._resume_rng_state)
+            self._resume_rng_state = None
         # Extending a finished run (resume with a larger max_epochs) re-plans the cosine over the new total.
         if self.scheduler_factory is not None or not self.trainer.lr_scheduler_configs:
             return
@@ -377,3 +383,41 @@ class YOLOModule(pl.LightningModule):
             "num_classes": self.hparams.num_classes,
             "class_names": self.class_names,
         }
+        checkpoint["lightning_yolo_rng"] = _get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resume_rng_state = checkpoint.get("lightning_yolo_rng")
+
+
+def _get_rng_state() -> dict[str, Any]:
+    """The global torch / numpy / python random states as tensors and plain numbers (``weights_only``-loadable)."""
+    import random
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # fmt: skip
+        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`_get_rng_state` (keys that are missing are left alone)."""
+    import random
+
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if "python" in state:
+        p = state["python"]
+        random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

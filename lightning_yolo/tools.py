@@ -1,0 +1,210 @@
+"""``lightning-yolo export`` and ``lightning-yolo anchors``: the subcommands that are not a Trainer run.
+
+``export`` turns a checkpoint into an ONNX or TorchScript file (:mod:`lightning_yolo.export`); ``anchors`` fits anchor
+shapes to a dataset with k-means (:mod:`lightning_yolo.data.anchors`) and prints them as a config snippet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["export_main", "anchors_main", "build_export_parser", "build_anchors_parser", "format_anchors_yaml"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# export
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-yolo export",
+        description=(
+            "Export a checkpoint to ONNX (dynamic batch) or TorchScript. The graph input is 'images': float32 "
+            "[B, 3, H, W] RGB in [0, 1], letterboxed to --img-size. Outputs: 'decoded' [B, N, 5+C] (x1, y1, x2, y2 "
+            "in input pixels, objectness, class probabilities); with --with-nms 'detections' [B, max_det, 6] "
+            "(x1, y1, x2, y2, score, label; padding rows have label -1) and 'num_detections' [B]; with --raw the "
+            "three head maps."
+        ),
+    )
+    parser.add_argument("checkpoint", help="a YOLOModule .ckpt, or a state_dict file (then give --model-name)")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
+    parser.add_argument(
+        "--img-size", type=int, nargs="+", metavar="S", default=None,
+        help="input side S, or H W (multiples of 32); default: the training img_size stored in the checkpoint",
+    )  # fmt: skip
+    outputs = parser.add_mutually_exclusive_group()
+    outputs.add_argument("--with-nms", action="store_true", help="greedy NMS in the graph, padded detections out")
+    outputs.add_argument("--raw", action="store_true", help="export the raw head maps (no decoding)")
+    parser.add_argument("--output", "-o", default=None, help="output file (default: <checkpoint>.onnx / .torchscript)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--no-dynamic-batch", action="store_true", help="fix the ONNX batch size at 1")
+    parser.add_argument("--score-thresh", type=float, default=0.25, help="--with-nms: smallest score kept (0.25)")
+    parser.add_argument("--nms-iou-thresh", type=float, default=None, help="--with-nms: default: the checkpoint's")
+    parser.add_argument("--max-det", type=int, default=100, help="--with-nms: detections per image (100)")
+    parser.add_argument("--model-name", default=None, help="variant name, needed for a plain state_dict")
+    parser.add_argument(
+        "--check", action="store_true",
+        help="run the exported file (ONNX Runtime / torch.jit) next to PyTorch on random input and print the difference",
+    )  # fmt: skip
+    return parser
+
+
+def _img_size(values: Sequence[int] | None, default: Any) -> int | tuple[int, int]:
+    if values is None:
+        return default
+    if len(values) == 1:
+        return int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise ValueError(f"--img-size takes S or H W, got {list(values)}")
+
+
+def export_main(argv: Sequence[str] | None = None) -> Path:
+    """``lightning-yolo export CHECKPOINT [--format onnx|torchscript] [--img-size S] [--with-nms] [--output F]``.
+
+    Returns:
+        The written file.
+    """
+    import torch
+
+    from .export import check_onnx, export_module, export_onnx, export_torchscript
+    from .models.predictor import YOLOPredictor
+
+    parser = build_export_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        settings: dict[str, Any] = {"score_thresh": args.score_thresh, "max_det": args.max_det}
+        if args.with_nms:
+            settings["nms_kind"] = "greedy"  # the only NMS with a static-graph form (see lightning_yolo.export)
+        if args.nms_iou_thresh is not None:
+            settings["nms_iou_thresh"] = args.nms_iou_thresh
+        predictor = YOLOPredictor.from_checkpoint(args.checkpoint, model_name=args.model_name, **settings)
+        img_size = _img_size(args.img_size, predictor.img_size)
+        what: Any = predictor.model if args.raw else predictor
+        suffix = ".onnx" if args.format == "onnx" else ".torchscript"
+        output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(suffix)
+        if args.format == "onnx":
+            path = export_onnx(
+                what, output, img_size=img_size, dynamic_batch=not args.no_dynamic_batch, with_nms=args.with_nms,
+                opset=args.opset,
+            )  # fmt: skip
+            _add_onnx_metadata(path, predictor, img_size, "raw" if args.raw else "nms" if args.with_nms else "decoded")
+        else:
+            path = export_torchscript(what, output, img_size=img_size, with_nms=args.with_nms)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    kind = "raw head maps" if args.raw else "detections + num_detections" if args.with_nms else "decoded"
+    height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
+    print(
+        f"[lightning-yolo export] wrote {path} ({args.format}, {kind}; input float32 [B, 3, {height}, {width}] RGB 0..1)"
+    )
+    if args.check:
+        images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+        reference, _ = export_module(what, with_nms=args.with_nms)
+        if args.format == "onnx":
+            diffs = check_onnx(path, reference, images)
+        else:
+            loaded = torch.jit.load(str(path))
+            with torch.no_grad():
+                got, exp = loaded(images), reference(images)
+            got, exp = (
+                (got,) if isinstance(got, torch.Tensor) else got,
+                (exp,) if isinstance(exp, torch.Tensor) else exp,
+            )
+            diffs = {
+                f"output{i}": float((g - e).abs().max()) if e.numel() else 0.0
+                for i, (g, e) in enumerate(zip(got, exp, strict=True))
+            }
+        print(
+            "[lightning-yolo export] max |exported - pytorch|: " + ", ".join(f"{k}={v:.3g}" for k, v in diffs.items())
+        )
+    return path
+
+
+def _add_onnx_metadata(path: Path, predictor: Any, img_size: Any, outputs: str) -> None:
+    """Store what a user of the file needs (class names, input size, output kind) in its ``metadata_props``."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - onnx comes with the [export] extra
+        return
+    model = onnx.load(str(path))
+    meta = {
+        "class_names": json.dumps(predictor.class_names or [str(i) for i in range(predictor.num_classes)]),
+        "img_size": json.dumps(img_size),
+        "outputs": outputs,
+        "input": "images: float32 [B, 3, H, W] RGB in [0, 1], letterboxed (lightning_yolo.ops.image.letterbox)",
+    }
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# anchors
+
+
+def build_anchors_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-yolo anchors",
+        description=(
+            "Fit anchor shapes to a dataset's training boxes with k-means (1 - IoU distance) at the network input "
+            "size and print them as a model_overrides snippet, with the fitness (mean best shape IoU) of the "
+            "model's default anchors and of the new ones."
+        ),
+    )
+    parser.add_argument(
+        "data", nargs="?", default=None,
+        help="a data.yaml, a COCO json or a dataset folder (default: the built-in synthetic dataset)",
+    )  # fmt: skip
+    parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"))
+    parser.add_argument("--img-size", type=int, default=640, help="network input side the boxes are scaled to (640)")
+    parser.add_argument("--num-anchors", type=int, default=9, help="total anchors, split over 3 levels (9)")
+    parser.add_argument("--model", default="yolov4_cspdarknet53", help="variant whose default anchors are compared")
+    parser.add_argument("--iters", type=int, default=300, help="k-means iterations per restart")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def format_anchors_yaml(anchors: Sequence[Sequence[Sequence[float]]]) -> str:
+    """``model: model_overrides: anchors:`` as YAML, one line per level (smallest anchors first)."""
+    lines = ["model:", "  model_overrides:", "    anchors:"]
+    for level in anchors:
+        pairs = ", ".join(f"[{float(w):g}, {float(h):g}]" for w, h in level)
+        lines.append(f"      - [{pairs}]")
+    return "\n".join(lines)
+
+
+def anchors_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``lightning-yolo anchors [DATA] [--img-size S] [--num-anchors K] [--model NAME]``.
+
+    Returns:
+        ``anchors`` (``[3][K/3][w, h]``), ``fitness_default``, ``fitness`` and ``num_boxes``.
+    """
+    from .data.anchors import anchor_fitness, compute_anchors_for_datamodule
+    from .data.datamodule import YOLODataModule
+    from .models import get_model_cfg
+
+    parser = build_anchors_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        dm = YOLODataModule(path=args.data, format=args.format, img_size=args.img_size, num_workers=0)
+        default_anchors = [[list(a) for a in level] for level in get_model_cfg(args.model).anchors]
+        anchors, _, fitness = compute_anchors_for_datamodule(
+            dm, num_anchors=args.num_anchors, iters=args.iters, seed=args.seed
+        )
+        boxes = dm.train_boxes_wh()
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    fitness_default = anchor_fitness(boxes, default_anchors)
+    print(f"[lightning-yolo anchors] {len(boxes)} training boxes at {args.img_size} px ({dm.num_classes} classes)")
+    print(f"fitness (mean best IoU) of the {args.model} default anchors: {fitness_default:.4f}")
+    print(f"fitness (mean best IoU) of the k-means anchors:           {fitness:.4f}")
+    print("# add to your config (or --model.model_overrides '{anchors: ...}'):")
+    print(format_anchors_yaml(anchors))
+    return {"anchors": anchors, "fitness_default": fitness_default, "fitness": fitness, "num_boxes": len(boxes)}
