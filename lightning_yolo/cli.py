@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from importlib import resources
-from typing import Any
+from typing import Any, Optional
+
+import torch
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -41,6 +43,14 @@ class YOLOCLI(LightningCLI):
             self._building_subcommand = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--torch_threads",
+            type=Optional[int],
+            default=None,
+            help="torch intra-op threads of the main process (None: torch's default). On small CPUs one thread "
+            "plus one DataLoader worker avoids oversubscribing the cores: the demo's tiny model trains ~5x faster "
+            "with 1 thread than with 2 when anything else runs.",
+        )
         if getattr(self, "_building_subcommand", None) == "predict":
             # predict: the classes are the checkpoint's (LightningCLI reads the model's hyperparameters from
             # --ckpt_path), whatever dataset data.path names; --writer.* configures the results writer
@@ -50,6 +60,9 @@ class YOLOCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is not None and config.get("torch_threads"):
+            torch.set_num_threads(int(config["torch_threads"]))
         # With --ckpt_path the weights come from the checkpoint (resume, extend, validate, test, predict): do not
         # re-run fine-tuning initialisation or read backbone weights, whose files may no longer exist.
         sub = self.config.get(self.subcommand) if self.subcommand else None

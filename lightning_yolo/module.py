@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -372,8 +373,13 @@ class YOLOModule(pl.LightningModule):
         if isinstance(scheduler, WarmupCosineLR):
             total, _ = self._planned_steps()
             if scheduler.total_steps != total:
-                log.info("re-planning the learning-rate schedule: %d -> %d total steps", scheduler.total_steps, total)
+                previous = scheduler.total_steps
                 scheduler.set_total_steps(total)
+                # rank_zero_info: shown by default, so the user sees that the schedule of the run changed
+                rank_zero_info(
+                    f"re-planned the learning-rate schedule over {total} steps (was {previous}): "
+                    f"lr {scheduler.get_last_lr()[0]:.3g} at step {scheduler.last_epoch}"
+                )
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
