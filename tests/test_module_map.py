@@ -97,3 +97,75 @@ def test_letterbox_targets_mapped_back_to_original_pixels():
     out = YOLOModule._targets_original([t])[0]
     np.testing.assert_allclose(out["boxes"].numpy(), [[20.0, 20.0, 100.0, 140.0]])
     assert out["iscrowd"].dtype == torch.int64
+
+
+def test_map_through_coco_reader_equals_cocoeval_on_the_json(tmp_path, monkeypatch):
+    """A COCO json with non-contiguous category ids (3, 7, 90) and crowd boxes, read by YOLODataModule and
+    letterboxed at 128 px: the module's mAP (GT mapped back from the letterbox) equals COCOeval on the file."""
+    import json
+
+    import cv2
+
+    from lightning_yolo.data.datamodule import YOLODataModule
+
+    rng = np.random.default_rng(0)
+    cat_ids = [3, 7, 90]
+    images, anns, dets = [], [], []
+    img_dir = tmp_path / "val"
+    img_dir.mkdir()
+    for img_id, (h, w) in enumerate([(150, 200), (260, 120), (96, 96), (300, 220), (140, 140)], start=11):
+        cv2.imwrite(str(img_dir / f"{img_id}.png"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        images.append({"id": img_id, "file_name": f"{img_id}.png", "width": w, "height": h})
+        for k in range(int(rng.integers(1, 5))):
+            bw, bh = rng.uniform(8, w / 2), rng.uniform(8, h / 2)
+            x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            crowd = int(k == 1 and img_id % 2 == 1)
+            cat = cat_ids[int(rng.integers(0, 3))]
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "bbox": [x, y, bw, bh],
+                         "area": bw * bh, "iscrowd": crowd})  # fmt: skip
+            # detections: jittered truths (some with the wrong class) plus a false positive per image
+            jit = rng.normal(0, 3, 4)
+            wrong = rng.random() < 0.2
+            dets.append({"image_id": img_id, "category_id": cat_ids[(cat_ids.index(cat) + wrong) % 3],
+                         "bbox": [x + jit[0], y + jit[1], bw + jit[2], bh + jit[3]], "score": float(rng.random())})  # fmt: skip
+        dets.append({"image_id": img_id, "category_id": cat_ids[0], "bbox": [5.0, 5.0, 30.0, 20.0],
+                     "score": float(rng.random())})  # fmt: skip
+    ann_file = tmp_path / "instances_val.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [
+        {"id": c, "name": n} for c, n in zip(cat_ids, "abc")]}))  # fmt: skip
+
+    gt = COCO(str(ann_file))
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    ref = dict(zip(COCO_STATS_KEYS, map(float, ev.stats[: len(COCO_STATS_KEYS)])))
+
+    dm = YOLODataModule(path=str(ann_file), format="coco", img_size=128, batch_size=2, num_workers=0)
+    assert dm.class_names == ["a", "b", "c"]
+    dm.setup("validate")
+    module = YOLOModule(model_name="yolov4_tiny", num_classes=3, class_names=dm.class_names)
+    by_image: dict[int, dict[str, torch.Tensor]] = {}
+    for d in dets:
+        e = by_image.setdefault(d["image_id"], {"boxes": [], "scores": [], "labels": []})
+        x, y, w, h = d["bbox"]
+        e["boxes"].append([x, y, x + w, y + h])
+        e["scores"].append(d["score"])
+        e["labels"].append(cat_ids.index(d["category_id"]))
+    preds = {k: {"boxes": torch.tensor(v["boxes"]), "scores": torch.tensor(v["scores"]),
+                 "labels": torch.tensor(v["labels"])} for k, v in by_image.items()}  # fmt: skip
+    monkeypatch.setattr(module, "_predict_original", lambda images, targets: [preds[int(t["image_id"])] for t in targets])
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(module, "log", lambda k, v, **kw: logged.__setitem__(k, float(v)))
+    seen = []
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            batch = dm.on_after_batch_transfer(batch, 0)
+            seen += [int(t["image_id"]) for t in batch["targets"]]
+            module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+    assert sorted(seen) == [11, 12, 13, 14, 15]
+    for key in MAP_KEYS:
+        assert logged[f"val/{key}"] == pytest.approx(ref[key], abs=1e-4), key
+    assert 0.1 < logged["val/map_50"] < 0.99
