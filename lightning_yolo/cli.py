@@ -12,7 +12,6 @@ from importlib import resources
 from typing import Any, Optional
 
 import torch
-
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import LastCheckpoint, PredictionWriter, ensure_last_checkpoint

@@ -9,16 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
-import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
-from .ops.postprocess import decode_outputs, postprocess
 from .training.loss import YOLOLoss
 from .training.optim import WarmupCosineLR, param_groups
 
@@ -221,16 +220,9 @@ class YOLOModule(pl.LightningModule):
     def _predict_original(self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]], **kw: Any):
         """Detections for a batch, in original-image pixels (undoing the letterbox of each image)."""
         hp = self.hparams
-        anchors = self.model.anchors
-        decoded = decode_outputs(self.model(images), anchors.anchors, anchors.strides, anchors.scale_x_y, hp.num_classes)
-        settings = dict(
-            score_thresh=hp.score_thresh,
-            nms_iou_thresh=hp.nms_iou_thresh,
-            nms_kind=hp.nms_kind,
-            max_det=hp.max_det,
-        )
+        settings: dict[str, Any] = {"score_thresh": hp.score_thresh, "max_det": hp.max_det}
         settings.update(kw)
-        dets = postprocess(decoded.float(), **settings)
+        dets = self.predictor(**settings)(images)
         for det, tgt in zip(dets, targets):
             if "ratio" in tgt:
                 det["boxes"] = scale_boxes_to_original(det["boxes"], tgt["ratio"], tgt["pad"], tgt["orig_size"])
