@@ -8,6 +8,7 @@ argument overrides it. With ``--config`` only the given files apply.
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib import resources
 from typing import Any, Optional
 
@@ -138,7 +139,11 @@ def main(args: list[str] | None = None) -> None:
 
         getattr(tools, f"{argv[0]}_main")(argv[1:])
         return
-    build_cli(with_demo_config(argv))
+    with warnings.catch_warnings():
+        # LightningCLI warns when it gets args= while sys.argv holds arguments too; here they are the same arguments
+        # (with the demo config inserted). sys.argv itself must stay: DDP launches the other ranks from it.
+        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+        build_cli(with_demo_config(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

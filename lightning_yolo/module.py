@@ -116,7 +116,9 @@ class YOLOModule(pl.LightningModule):
         if init_from:
             from .checkpoint import load_matching_weights
 
-            load_matching_weights(self.model, init_from)
+            report = load_matching_weights(self.model, init_from)
+            # rank_zero_info: the load report is shown by default (loaded / skipped / re-initialised)
+            rank_zero_info(f"init_from {init_from}: {report.summary()}")
 
     # ------------------------------------------------------------------ construction helpers
     def _make_loss(self) -> YOLOLoss:
