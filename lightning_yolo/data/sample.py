@@ -7,8 +7,9 @@
 * :class:`RawSample`, the working form inside the augmentation pipeline: a HWC numpy image, because OpenCV
   works on HWC and a CHW <-> HWC copy of a 1280x1280 canvas costs more than the warp itself (measured:
   ``torch.permute(...).contiguous()`` of a 640x640x3 uint8 image 2.9 ms, against 0.2 ms for the resize that
-  places a Mosaic tile). Each pipeline converts once, at its end, in :func:`raw_to_sample`, which applies
-  ``torchvision.transforms.v2.SanitizeBoundingBoxes``; the CHW image is a zero-copy view of the HWC array.
+  places a Mosaic tile). Each pipeline converts once, at its end, in :func:`raw_to_sample`, which applies the
+  rule of ``torchvision.transforms.v2.SanitizeBoundingBoxes`` (:func:`sanitize_mask`); the CHW image is a
+  zero-copy view of the HWC array.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-__all__ = ["RawSample", "raw_to_sample", "sample_to_raw", "Sample"]
+__all__ = ["RawSample", "raw_to_sample", "sample_to_raw", "sanitize_mask", "Sample"]
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
 
@@ -86,14 +86,44 @@ class RawSample:
         )
 
 
-def _labels_and_crowd(inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    # SanitizeBoundingBoxes drops the same rows from every tensor returned here (module-level: picklable).
-    target = inputs[1]
-    return target["labels"], target["iscrowd"]
+# torchvision's defaults; the augmentations already drop boxes under 2 px in a warp.
+SANITIZE_MIN_SIZE = 1.0
+SANITIZE_MIN_AREA = 1.0
 
 
-# min_size=1 px: torchvision's default; the augmentations already drop boxes under 2 px in a warp.
-_SANITIZE = v2.SanitizeBoundingBoxes(min_size=1.0, min_area=1.0, labels_getter=_labels_and_crowd)
+def sanitize_mask(
+    boxes: np.ndarray,
+    canvas_size: tuple[int, int],
+    min_size: float = SANITIZE_MIN_SIZE,
+    min_area: float = SANITIZE_MIN_AREA,
+) -> np.ndarray:
+    """The boxes ``torchvision.transforms.v2.SanitizeBoundingBoxes`` keeps (XYXY), computed on the numpy array.
+
+    Same rule as torchvision's ``_get_sanitize_bounding_boxes_mask``: width and height ``>= min_size``, area
+    ``>= min_area``, every coordinate ``>= 0``, x ``<= W`` and y ``<= H`` (NaN boxes fail). Measured at the end of
+    the 640-px Mosaic pipeline: torchvision's transform (with the tv_tensors dispatch) 0.2-0.6 ms per sample,
+    this 0.01 ms.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy pixels.
+        canvas_size: ``(H, W)`` of the image.
+        min_size: smallest width and height kept.
+        min_area: smallest area kept.
+
+    Returns:
+        ``[N]`` bool.
+    """
+    height, width = canvas_size
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return (
+        (w >= min_size)
+        & (h >= min_size)
+        & (w * h >= min_area)
+        & (boxes >= 0).all(1)
+        & (boxes[:, 0::2] <= width).all(1)
+        & (boxes[:, 1::2] <= height).all(1)
+    )
 
 
 def raw_to_sample(raw: RawSample, sanitize: bool = True) -> Sample:
@@ -101,24 +131,28 @@ def raw_to_sample(raw: RawSample, sanitize: bool = True) -> Sample:
 
     Args:
         raw: the working sample; its image array is shared, not copied.
-        sanitize: run ``v2.SanitizeBoundingBoxes`` (drops boxes under 1 px and their labels / crowd flags).
+        sanitize: drop boxes under 1 px and their labels / crowd flags, by the rule of
+            ``v2.SanitizeBoundingBoxes(min_size=1, min_area=1)`` (:func:`sanitize_mask`). Boxes, labels and crowd
+            flags are then copies, as torchvision's indexing makes them.
 
     Returns:
         ``(image, target)`` as described in the module docstring.
     """
     height, width = raw.image.shape[:2]
+    boxes, labels, iscrowd = raw.boxes, raw.labels, raw.iscrowd
+    if sanitize:
+        keep = sanitize_mask(boxes, (height, width))
+        boxes, labels, iscrowd = boxes[keep], labels[keep], iscrowd[keep]
     image = tv_tensors.Image(torch.from_numpy(raw.image).permute(2, 0, 1))
     target = {
-        "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(raw.boxes), format="XYXY", canvas_size=(height, width)),
-        "labels": torch.from_numpy(raw.labels),
-        "iscrowd": torch.from_numpy(raw.iscrowd),
+        "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(height, width)),
+        "labels": torch.from_numpy(labels),
+        "iscrowd": torch.from_numpy(iscrowd),
         "image_id": torch.tensor(raw.image_id, dtype=torch.int64),
         "orig_size": torch.tensor(raw.orig_size, dtype=torch.int64),
         "ratio": torch.tensor(raw.ratio, dtype=torch.float32),
         "pad": torch.tensor(raw.pad, dtype=torch.float32),
     }
-    if sanitize:
-        image, target = _SANITIZE(image, target)
     return image, target
 
 
