@@ -291,7 +291,8 @@ def _log_to_tensorboard(trainer: pl.Trainer, kind: str, tag: str, value: Any) ->
     return done
 
 
-def _grid(images: torch.Tensor, drawn: list[torch.Tensor]) -> torch.Tensor:
+def _grid(drawn: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` images -> one near-square uint8 grid, white between the images."""
     from torchvision.utils import make_grid
 
     return make_grid(drawn, nrow=max(1, math.ceil(math.sqrt(len(drawn)))), padding=2, pad_value=255)
@@ -358,7 +359,7 @@ class DetectionImageLogger(pl.Callback):
             draw_detections(img, t["boxes"].detach().cpu(), t["labels"].detach().cpu(), class_names=names)
             for img, t in zip(images, batch["targets"], strict=False)
         ]
-        self._emit(trainer, "train/samples", _grid(images, drawn))
+        self._emit(trainer, "train/samples", _grid(drawn))
 
     def on_validation_batch_end(
         self,
@@ -384,7 +385,7 @@ class DetectionImageLogger(pl.Callback):
             draw_detections(img.cpu(), d["boxes"].cpu(), d["labels"].cpu(), d["scores"].cpu(), class_names=names)
             for img, d in zip(images.detach().float(), dets, strict=True)
         ]
-        self._emit(trainer, "val/predictions", _grid(images, drawn))
+        self._emit(trainer, "val/predictions", _grid(drawn))
 
 
 class DetectionPlots(pl.Callback):
