@@ -305,6 +305,9 @@ class YOLODataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_detection,
+            # Worker seeds from the loader's own generator, not the global one: drawing from the global generator
+            # at iterator creation shifts the model's random stream (DropBlock) in a resumed run.
+            generator=torch.Generator().manual_seed(self._seed()),
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=drop_last,
             persistent_workers=self.persistent_workers and workers > 0,
