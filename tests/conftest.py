@@ -6,11 +6,19 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tiny models run fastest on one intra-op thread, and one thread never oversubscribes a small CI machine
-    (two threads made 64 px steps up to 100x slower whenever another process was busy)."""
+    (two threads made 64-128 px steps 100x slower or worse whenever another process was busy)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def cli_env(tmp_path_factory, monkeypatch):
+    """In-process CLI runs: a shared synthetic-data cache under pytest's temp dir and a clean ``sys.argv``
+    (LightningCLI reads its arguments from ``args=``, not from pytest's command line)."""
+    monkeypatch.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
+    monkeypatch.setattr("sys.argv", ["lightning-yolo"])

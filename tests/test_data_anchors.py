@@ -12,15 +12,6 @@ from lightning_yolo.data.anchors import anchor_fitness, compute_anchors_for_data
 from lightning_yolo.models.anchors import COCO_ANCHORS
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # small tensors: two OpenMP threads only add synchronisation on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_fitness_by_hand() -> None:
     boxes = np.array([[10, 10], [20, 10], [40, 40]], float)
     anchors = [[[10, 10]], [[40, 40]]]

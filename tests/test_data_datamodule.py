@@ -23,13 +23,6 @@ from lightning_yolo.data.synthetic import make_synthetic_dataset
 pytestmark = pytest.mark.filterwarnings("ignore::lightning_yolo.data.formats.base.DatasetWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny tensors: on a busy 2-core machine two OpenMP threads made a 64-px forward/backward 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

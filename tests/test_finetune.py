@@ -20,14 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_and_cache(tmp_path_factory, monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # OpenMP spinning on a busy 2-core machine makes tiny steps ~300x slower
-    monkeypatch.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
-    monkeypatch.setattr("sys.argv", ["lightning-yolo"])
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def fit(root: Path, *args: str):

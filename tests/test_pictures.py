@@ -22,14 +22,6 @@ from lightning_yolo.plots import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # OpenMP spinning on a busy 2-core machine makes tiny steps ~300x slower
-    yield
-    torch.set_num_threads(threads)
-
-
 def det(boxes, scores, labels):
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "scores": torch.tensor(scores),
             "labels": torch.tensor(labels, dtype=torch.long)}  # fmt: skip

@@ -21,15 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
 
 
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+
 @pytest.fixture(autouse=True)
-def _one_thread_and_cache(tmp_path_factory, monkeypatch):
-    # one thread: OpenMP spinning on a busy 2-core machine makes a 128-px step ~300x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
-    monkeypatch.setattr("sys.argv", ["lightning-yolo"])  # the CLI gets its arguments from args=, not pytest's argv
+def _undo_deterministic():
     yield
-    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)  # --trainer.deterministic sets it process-wide
 
 

@@ -20,12 +20,6 @@ from lightning_yolo.tools import anchors_main, export_main, format_anchors_yaml
 CLASSES = ["cat", "dog", "fox"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # OpenMP spinning on a busy 2-core machine makes tiny models ~300x slower
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,6 @@ SIZES = [(8, 8), (4, 4), (2, 2)]
 LEVEL_W = (4.0, 1.0, 0.4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster when other processes share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _maps(batch: int, fill: float = 0.0, requires_grad: bool = True) -> list[torch.Tensor]:

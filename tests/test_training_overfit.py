@@ -10,7 +10,6 @@ every box with its class and no false positive; 10-16 s on one thread of the (sh
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from lightning_yolo.data.synthetic import draw_synthetic_image
@@ -22,13 +21,6 @@ from lightning_yolo.training import WarmupCosineLR, YOLOLoss, param_groups
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster when other processes share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch(num_images: int = 4, size: int = 128, seed: int = 0):

@@ -12,15 +12,6 @@ from lightning_yolo.training.loss import YOLOLoss
 from lightning_yolo.training.sat import empty_targets, self_adversarial_step
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster when other processes share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _scene(batch: int = 2, size: int = 64, seed: int = 0):
     """Bright rectangles on a grey background with their boxes."""
     g = torch.Generator().manual_seed(seed)
