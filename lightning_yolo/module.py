@@ -219,12 +219,12 @@ class YOLOModule(pl.LightningModule):
         self.log("train/img_size", float(images.shape[-1]), batch_size=bs, on_step=True, on_epoch=False)
         return total
 
-    def _predict_original(self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]], **kw: Any):
-        """Detections for a batch, in original-image pixels (undoing the letterbox of each image)."""
+    def _predict_original(self, raw_maps: list[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]], **kw: Any):
+        """Detections from a batch's head maps, in original-image pixels (undoing the letterbox of each image)."""
         hp = self.hparams
         settings: dict[str, Any] = {"score_thresh": hp.score_thresh, "max_det": hp.max_det}
         settings.update(kw)
-        dets = self.predictor(**settings)(images)
+        dets = self.predictor(**settings).detect_raw(raw_maps)
         for det, tgt in zip(dets, targets):
             if "ratio" in tgt:
                 det["boxes"] = scale_boxes_to_original(det["boxes"], tgt["ratio"], tgt["pad"], tgt["orig_size"])
@@ -245,11 +245,12 @@ class YOLOModule(pl.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> None:
         images, targets = self._check_batch(batch)
-        losses = self.compute_loss(images, targets)
+        raw = self.model(images)  # one forward serves the loss and the detections
+        losses = self.loss(raw, targets)
         bs = images.shape[0]
         for key, value in losses.items():
             self.log(f"{prefix}/{key}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
-        metric.update(self._predict_original(images, targets), self._targets_original(targets))
+        metric.update(self._predict_original(raw, targets), self._targets_original(targets))
 
     def _pad_metric_for_sync(self, metric: MeanAveragePrecision) -> None:
         """Give every process the same number of per-image entries before the metric syncs.
@@ -298,7 +299,7 @@ class YOLOModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Detections in original-image pixels; ``score_thresh`` 0.25 unless the module's is higher."""
         images, targets = self._check_batch(batch)
-        dets = self._predict_original(images, targets, score_thresh=max(self.hparams.score_thresh, 0.25), max_det=300)
+        dets = self._predict_original(self.model(images), targets, score_thresh=max(self.hparams.score_thresh, 0.25), max_det=300)
         for det, tgt in zip(dets, targets):
             if "image_id" in tgt:
                 det["image_id"] = tgt["image_id"]

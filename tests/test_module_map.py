@@ -155,7 +155,7 @@ def test_map_through_coco_reader_equals_cocoeval_on_the_json(tmp_path, monkeypat
         e["labels"].append(cat_ids.index(d["category_id"]))
     preds = {k: {"boxes": torch.tensor(v["boxes"]), "scores": torch.tensor(v["scores"]),
                  "labels": torch.tensor(v["labels"])} for k, v in by_image.items()}  # fmt: skip
-    monkeypatch.setattr(module, "_predict_original", lambda images, targets: [preds[int(t["image_id"])] for t in targets])
+    monkeypatch.setattr(module, "_predict_original", lambda raw, targets: [preds[int(t["image_id"])] for t in targets])
     logged: dict[str, float] = {}
     monkeypatch.setattr(module, "log", lambda k, v, **kw: logged.__setitem__(k, float(v)))
     seen = []

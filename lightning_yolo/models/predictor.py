@@ -93,12 +93,24 @@ class YOLOPredictor(nn.Module):
 
     def decode(self, images: torch.Tensor) -> torch.Tensor:
         """Raw network output decoded: ``[B, N, 5 + C]`` = (x1, y1, x2, y2 input px, objectness, class probs)."""
+        return self.decode_raw(self.model(images))
+
+    def decode_raw(self, raw_maps: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`decode` for head maps already computed (e.g. by a validation step that also needs the loss)."""
         a = self.model.anchors
-        return decode_outputs(self.model(images), a.anchors, a.strides, a.scale_x_y, self.model.num_classes)
+        return decode_outputs(raw_maps, a.anchors, a.strides, a.scale_x_y, self.model.num_classes)
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return self.select(self.decode(images))
+
+    def detect_raw(self, raw_maps: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Decode + NMS of head maps already computed: ``list[dict(boxes, scores, labels)]`` in input pixels."""
+        return self.select(self.decode_raw(raw_maps))
+
+    def select(self, decoded: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Score threshold + NMS + top-k of decoded outputs ``[B, N, 5 + C]`` with this predictor's settings."""
         return postprocess(
-            self.decode(images),
+            decoded,
             score_thresh=self.score_thresh,
             nms_iou_thresh=self.nms_iou_thresh,
             nms_kind=self.nms_kind,
