@@ -295,7 +295,7 @@ def export_onnx(
         The written path.
 
     Example:
-        >>> export_onnx(YOLOPredictor(create_model("yolov4_tiny", 3)), "det.onnx", img_size=128, with_nms=True)
+        >>> export_onnx(YOLOPredictor(create_model("yolov4_pico", 3)), "det.onnx", img_size=128, with_nms=True)
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")

@@ -70,7 +70,7 @@ class YOLOModule(pl.LightningModule):
 
     def __init__(
         self,
-        model_name: str = "yolov4_tiny",
+        model_name: str = "yolov4_pico",
         num_classes: int = 4,
         class_names: list[str] | None = None,
         model_overrides: dict[str, Any] | None = None,

@@ -213,7 +213,7 @@ def test_sat_hook_alters_training_images_within_bound(synth: Path) -> None:
     from lightning_yolo.training.loss import YOLOLoss
 
     torch.manual_seed(0)
-    model = create_model("yolov4_tiny", num_classes=4).train()
+    model = create_model("yolov4_pico", num_classes=4).train()
     module = SimpleNamespace(model=model, loss=YOLOLoss(4, model.anchors))
     dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=2, num_workers=0, sat_prob=1.0,
                         sat_max_delta=4 / 255, sat_step_size=4 / 255, sat_start_epoch=1)  # fmt: skip

@@ -21,7 +21,7 @@ def calibrated_tiny(head_std: float | None = None, seed: int = 0) -> torch.nn.Mo
     ``head_std`` re-draws the prediction weights so scores spread out and boxes get detections (a "biased" head).
     """
     torch.manual_seed(seed)
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 1.0  # running stats := this batch's stats

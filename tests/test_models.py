@@ -13,7 +13,7 @@ from lightning_yolo.models.backbone import Backbone
 
 def test_list_models_has_all_variants():
     names = list_models()
-    for n in ("yolov4_cspdarknet53", "yolov4_cs3darknet_s", "yolov4_cs3darknet_m", "yolov4_cs3darknet_l", "yolov4_tiny"):
+    for n in ("yolov4_cspdarknet53", "yolov4_cs3darknet_s", "yolov4_cs3darknet_m", "yolov4_cs3darknet_l", "yolov4_pico"):
         assert n in names
     assert list_models("*cs3*") == ["yolov4_cs3darknet_l", "yolov4_cs3darknet_m", "yolov4_cs3darknet_s"]
 
@@ -44,7 +44,7 @@ def test_paper_model_parameters_flops_and_shapes():
 
 
 def test_every_parameter_gets_a_gradient():
-    model = create_model("yolov4_tiny", num_classes=2, sam=True).train()
+    model = create_model("yolov4_pico", num_classes=2, sam=True).train()
     outs = model(torch.rand(2, 3, 64, 64))
     sum(o.float().square().mean() for o in outs).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -56,7 +56,7 @@ def test_every_parameter_gets_a_gradient():
 
 
 def test_head_bias_prior_init():
-    model = create_model("yolov4_tiny", num_classes=4)
+    model = create_model("yolov4_pico", num_classes=4)
     b = model.head.preds[0].bias.view(3, 9)
     assert torch.allclose(b[:, 4].sigmoid(), torch.full((3,), 0.01), atol=1e-6)
     assert torch.allclose(b[:, 5:].sigmoid(), torch.full((3, 4), 0.25), atol=1e-6)
@@ -64,7 +64,7 @@ def test_head_bias_prior_init():
 
 
 def test_reset_head_changes_class_count_only():
-    model = create_model("yolov4_tiny", num_classes=3).eval()
+    model = create_model("yolov4_pico", num_classes=3).eval()
     neck_before = {k: v.clone() for k, v in model.neck.state_dict().items()}
     model.reset_head(7)
     assert model.num_classes == 7
@@ -75,7 +75,7 @@ def test_reset_head_changes_class_count_only():
         model.reset_head(0)
 
 
-@pytest.mark.parametrize("name,overrides", [("yolov4_tiny", {"sam": True}), ("yolov4_cspdarknet53", {})])
+@pytest.mark.parametrize("name,overrides", [("yolov4_pico", {"sam": True}), ("yolov4_cspdarknet53", {})])
 def test_fused_equals_unfused(name, overrides):
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, **overrides).train()
@@ -96,24 +96,24 @@ def test_fused_equals_unfused(name, overrides):
 
 
 def test_overrides_and_errors():
-    cfg = get_model_cfg("yolov4_tiny", sam=True, spp_kernels=[3, 5], anchors=None)
+    cfg = get_model_cfg("yolov4_pico", sam=True, spp_kernels=[3, 5], anchors=None)
     assert cfg.sam and cfg.spp_kernels == (3, 5)
-    assert cfg.anchors == MODEL_CFGS["yolov4_tiny"].anchors  # None never clobbers a default
+    assert cfg.anchors == MODEL_CFGS["yolov4_pico"].anchors  # None never clobbers a default
     assert ModelCfg.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown model 'yolov5'"):
         create_model("yolov5")
     with pytest.raises(TypeError, match=r"unknown model config key\(s\) \['depth_multiple'\]"):
-        create_model("yolov4_tiny", depth_multiple=0.3)
+        create_model("yolov4_pico", depth_multiple=0.3)
     with pytest.raises(ValueError, match="anchor sizes must be positive"):
-        create_model("yolov4_tiny", anchors=[[[1, 2]] * 3, [[-1, 2]] * 3, [[1, 2]] * 3])
+        create_model("yolov4_pico", anchors=[[[1, 2]] * 3, [[-1, 2]] * 3, [[1, 2]] * 3])
     with pytest.raises(ValueError, match="unknown timm model 'nope'"):
-        create_model("yolov4_tiny", backbone="nope", backbone_width=None)
+        create_model("yolov4_pico", backbone="nope", backbone_width=None)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         create_model("yolov4_cs3darknet_s", pretrained_backbone="/nonexistent/missing.pth")
 
 
 def test_non_multiple_of_32_input_is_rejected():
-    model = create_model("yolov4_tiny", num_classes=1)
+    model = create_model("yolov4_pico", num_classes=1)
     with pytest.raises(AssertionError, match="multiples of the largest stride"):
         model(torch.rand(1, 3, 64, 70))
 
@@ -132,7 +132,7 @@ def test_local_pretrained_backbone_file(tmp_path):
 
 
 def test_dropblock_switch_is_train_only():
-    model = create_model("yolov4_tiny", num_classes=1, dropblock=0.3, dropblock_size=3)
+    model = create_model("yolov4_pico", num_classes=1, dropblock=0.3, dropblock_size=3)
     x = torch.rand(1, 3, 64, 64)
     model.eval()
     with torch.no_grad():

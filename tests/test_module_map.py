@@ -71,7 +71,7 @@ def _pycocotools_stats(preds, targets, num_classes: int, category_ids: list[int]
 @pytest.mark.parametrize("seed", [0, 1])
 def test_logged_map_equals_pycocotools(seed, monkeypatch):
     preds, targets = _random_case(seed)
-    module = YOLOModule(model_name="yolov4_tiny", num_classes=3)
+    module = YOLOModule(model_name="yolov4_pico", num_classes=3)
     logged: dict[str, float] = {}
     monkeypatch.setattr(module, "log", lambda k, v, **kw: logged.__setitem__(k, float(v)))
     for p, t in zip(preds, targets):  # one image per "step"
@@ -145,7 +145,7 @@ def test_map_through_coco_reader_equals_cocoeval_on_the_json(tmp_path, monkeypat
     dm = YOLODataModule(path=str(ann_file), format="coco", img_size=128, batch_size=2, num_workers=0)
     assert dm.class_names == ["a", "b", "c"]
     dm.setup("validate")
-    module = YOLOModule(model_name="yolov4_tiny", num_classes=3, class_names=dm.class_names)
+    module = YOLOModule(model_name="yolov4_pico", num_classes=3, class_names=dm.class_names)
     by_image: dict[int, dict[str, torch.Tensor]] = {}
     for d in dets:
         e = by_image.setdefault(d["image_id"], {"boxes": [], "scores": [], "labels": []})

@@ -18,7 +18,7 @@ NAMES = ["cat", "dog", "bird"]
 def detecting_tiny(seed: int = 0) -> torch.nn.Module:
     """Tiny model with BatchNorm statistics from one batch and a spread-out head, so it outputs detections."""
     torch.manual_seed(seed)
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 1.0
@@ -71,7 +71,7 @@ def test_predict_maps_a_known_input_box_to_original_pixels(monkeypatch, rect, ex
     Original 100 x 200 (H x W), img_size 64: ratio 0.32, resized 32 x 64; rect canvas 32 x 64 (no padding), square
     canvas 64 x 64 with 16 px at the top. Original box (50, 30, 150, 90) -> input (16, 9.6 + top, 48, 28.8 + top).
     """
-    predictor = YOLOPredictor(create_model("yolov4_tiny", num_classes=3), score_thresh=0.5, class_names=NAMES)
+    predictor = YOLOPredictor(create_model("yolov4_pico", num_classes=3), score_thresh=0.5, class_names=NAMES)
     top = 0 if rect else 16
     seen = []
 
@@ -91,7 +91,7 @@ def test_predict_maps_a_known_input_box_to_original_pixels(monkeypatch, rect, ex
 
 
 def test_predict_clips_to_the_original_image(monkeypatch):
-    predictor = YOLOPredictor(create_model("yolov4_tiny", num_classes=3), score_thresh=0.5)
+    predictor = YOLOPredictor(create_model("yolov4_pico", num_classes=3), score_thresh=0.5)
     decoded = torch.zeros(1, 1, 8)
     decoded[0, 0] = torch.tensor([-5.0, -5.0, 70.0, 70.0, 1.0, 1.0, 0.0, 0.0])  # beyond the 64 x 64 canvas
     monkeypatch.setattr(predictor, "decode", lambda images: decoded.expand(images.shape[0], -1, -1))
@@ -148,7 +148,7 @@ def test_predict_batches_images_of_different_sizes(detecting_predictor):
 
 
 def test_predict_input_errors(tmp_path):
-    predictor = YOLOPredictor(create_model("yolov4_tiny", num_classes=3))
+    predictor = YOLOPredictor(create_model("yolov4_pico", num_classes=3))
     with pytest.raises(ValueError, match=r"float images must be in \[0, 1\].*255"):
         predictor.predict(torch.full((3, 32, 32), 255.0))
     with pytest.raises(ValueError, match=r"\[3, H, W\].*\[4, 32, 32\]"):
@@ -186,7 +186,7 @@ def _lightning_checkpoint(model, path, with_meta=False, **hparams):
         "pytorch-lightning_version": "2.6.6",
         "state_dict": state,
         "hyper_parameters": {
-            "model_name": "yolov4_tiny",
+            "model_name": "yolov4_pico",
             "num_classes": 3,
             "class_names": NAMES,
             "model_overrides": {"sam": True, "pretrained_backbone": "/gone/backbone.pth"},
@@ -204,7 +204,7 @@ def _lightning_checkpoint(model, path, with_meta=False, **hparams):
 
 @pytest.mark.parametrize("with_meta", [False, True])
 def test_from_checkpoint_rebuilds_the_network(tmp_path, with_meta):
-    model = create_model("yolov4_tiny", num_classes=3, sam=True)
+    model = create_model("yolov4_pico", num_classes=3, sam=True)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)  # not the init: the weights must really be loaded
@@ -222,9 +222,9 @@ def test_from_checkpoint_rebuilds_the_network(tmp_path, with_meta):
 
 
 def test_from_plain_state_dict(tmp_path):
-    model = create_model("yolov4_tiny", num_classes=5).eval()
+    model = create_model("yolov4_pico", num_classes=5).eval()
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    predictor = YOLOPredictor.from_checkpoint(tmp_path / "weights.pt", model_name="yolov4_tiny")
+    predictor = YOLOPredictor.from_checkpoint(tmp_path / "weights.pt", model_name="yolov4_pico")
     assert predictor.num_classes == 5  # read from the head's shape
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -234,7 +234,7 @@ def test_from_plain_state_dict(tmp_path):
 def test_from_checkpoint_errors_name_path_and_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         YOLOPredictor.from_checkpoint(tmp_path / "missing.ckpt")
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     torch.save(model.state_dict(), tmp_path / "plain.pt")
     with pytest.raises(ValueError, match=r"plain.pt.*model_name"):
         YOLOPredictor.from_checkpoint(tmp_path / "plain.pt")
@@ -243,7 +243,7 @@ def test_from_checkpoint_errors_name_path_and_key(tmp_path):
     with pytest.raises(ValueError, match=r"no_name.ckpt.*'model_name'"):
         YOLOPredictor.from_checkpoint(tmp_path / "no_name.ckpt")
     torch.save(
-        {"state_dict": {"loss.x": torch.zeros(1)}, "hyper_parameters": {"model_name": "yolov4_tiny"}},
+        {"state_dict": {"loss.x": torch.zeros(1)}, "hyper_parameters": {"model_name": "yolov4_pico"}},
         tmp_path / "no_model.ckpt",
     )
     with pytest.raises(ValueError, match=r"no_model.ckpt.*'model\.'"):
@@ -252,7 +252,7 @@ def test_from_checkpoint_errors_name_path_and_key(tmp_path):
     with pytest.raises(ValueError, match=r"text.ckpt.*cannot be read"):
         YOLOPredictor.from_checkpoint(tmp_path / "text.ckpt")
     with pytest.raises(ValueError, match=r"plain.pt.*do not fit"):
-        YOLOPredictor.from_checkpoint(tmp_path / "plain.pt", model_name="yolov4_tiny", num_classes=4)
+        YOLOPredictor.from_checkpoint(tmp_path / "plain.pt", model_name="yolov4_pico", num_classes=4)
 
 
 # ---------------------------------------------------------------------------------------------- drawing

@@ -120,7 +120,7 @@ def test_anchors_command_prints_a_usable_snippet(tmp_path, capsys):
     assert np.asarray(parsed).shape == (3, 3, 2)
     areas = np.asarray(parsed).prod(-1).reshape(-1)
     assert (np.diff(areas) >= 0).all()  # smallest anchors on the stride-8 level
-    model = create_model("yolov4_tiny", 4, anchors=parsed)
+    model = create_model("yolov4_pico", 4, anchors=parsed)
     assert torch.allclose(model.anchors.anchors, torch.tensor(parsed, dtype=torch.float32))
 
 

@@ -228,7 +228,7 @@ def test_crowd_boxes_are_not_assigned():
 def test_one_backward_of_the_sum_equals_separate_backwards():
     # float64 end to end, so that the comparison is not blurred by float32 summation order
     torch.manual_seed(0)
-    model = create_model("yolov4_tiny", num_classes=3).double()
+    model = create_model("yolov4_pico", num_classes=3).double()
     loss_fn = YOLOLoss(3, model.anchors, label_smoothing=0.1)
     images = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     targets = [_target([[4, 6, 30, 40], [30, 30, 60, 50]], [0, 2]), _target([[10, 10, 20, 30]], [1])]
@@ -260,7 +260,7 @@ def test_one_backward_of_the_sum_equals_separate_backwards():
 
 def test_bf16_autocast_loss_is_fp32_and_close():
     torch.manual_seed(0)
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     loss_fn = YOLOLoss(3, model.anchors)
     images = torch.rand(2, 3, 64, 64)
     targets = [_target([[4, 6, 30, 40]], [0]), _target([[10, 10, 20, 30]], [1])]

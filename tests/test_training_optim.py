@@ -48,7 +48,7 @@ def test_param_groups_on_every_norm_kind():
 
 
 def test_param_groups_cover_the_yolo_model():
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     groups = param_groups(model, 5e-4)
     grouped = [p for g in groups for p in g["params"]]
     assert len(grouped) == len(_ids(grouped)) == len(list(model.parameters()))

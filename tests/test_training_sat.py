@@ -31,7 +31,7 @@ def _scene(batch: int = 2, size: int = 64, seed: int = 0):
 def trained():
     """A tiny model that has learnt the scene a little (stage 1 has something to remove)."""
     torch.manual_seed(0)
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     loss_fn = YOLOLoss(3, model.anchors)
     images, targets = _scene()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -112,7 +112,7 @@ def test_parameters_grads_and_buffers_are_bit_identical(trained):
 
 
 def test_bad_arguments():
-    model = create_model("yolov4_tiny", num_classes=3)
+    model = create_model("yolov4_pico", num_classes=3)
     loss_fn = YOLOLoss(3, model.anchors)
     images, targets = _scene(1)
     with pytest.raises(ValueError, match="step_size must be > 0, got 0"):

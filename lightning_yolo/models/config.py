@@ -94,7 +94,7 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-# Anchors for small inputs: the COCO anchors scaled from 608 px to 256 px, for the tiny test/demo variant.
+# Anchors for small inputs: the COCO anchors scaled from 608 px to 256 px, for the pico test/demo variant.
 _SMALL_ANCHORS = tuple(tuple((round(w * 256 / 608, 1), round(h * 256 / 608, 1)) for w, h in lvl) for lvl in COCO_ANCHORS)
 
 MODEL_CFGS: dict[str, ModelCfg] = {
@@ -104,8 +104,9 @@ MODEL_CFGS: dict[str, ModelCfg] = {
     "yolov4_cs3darknet_s": ModelCfg(backbone="cs3darknet_s", backbone_act=None),
     "yolov4_cs3darknet_m": ModelCfg(backbone="cs3darknet_m", backbone_act=None),
     "yolov4_cs3darknet_l": ModelCfg(backbone="cs3darknet_l", backbone_act=None),
-    # A quarter-width, one-block-per-stage CS3Darknet for tests and the CPU demo (~0.3M parameters).
-    "yolov4_tiny": ModelCfg(
+    # A quarter-width, one-block-per-stage CS3Darknet for tests and the CPU demo (~0.3M parameters). Not darknet's
+    # yolov4-tiny: a test-size network.
+    "yolov4_pico": ModelCfg(
         backbone="cs3darknet_s",
         backbone_act=None,
         backbone_width=0.25,

@@ -33,7 +33,7 @@ def create_model(name: str = "yolov4_cspdarknet53", num_classes: int = 80, **ove
             ``anchors=[[[10, 13], ...], ...]``.
 
     Example:
-        >>> model = create_model("yolov4_tiny", num_classes=3)
+        >>> model = create_model("yolov4_pico", num_classes=3)
         >>> [o.shape[1] for o in model(torch.zeros(1, 3, 64, 64))]
         [24, 24, 24]
     """
