@@ -307,6 +307,19 @@ class YOLOModule(pl.LightningModule):
                 det["path"] = tgt["path"]
         return dets
 
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        # Trainer(sync_batchnorm=True) installs Lightning's TorchSyncBatchNorm, whose torch conversion turns timm's
+        # BatchNormAct2d into a SyncBatchNorm that never calls its activation (the backbone would train without
+        # Mish); timm's conversion keeps norm + activation. Runs before the strategy applies the plugin.
+        from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
+
+        from .plugins import TimmSyncBatchNorm
+
+        strategy = getattr(self._trainer, "strategy", None) if self._trainer is not None else None
+        if type(getattr(strategy, "_layer_sync", None)) is TorchSyncBatchNorm:
+            strategy._layer_sync = TimmSyncBatchNorm()
+
     # ------------------------------------------------------------------ backbone freezing
     def _set_backbone_frozen(self, frozen: bool) -> None:
         for p in self.model.backbone.parameters():
