@@ -7,6 +7,8 @@ argument overrides it. With ``--config`` only the given files apply.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import warnings
 from importlib import resources
@@ -16,6 +18,7 @@ import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import LastCheckpoint, PredictionWriter, ensure_last_checkpoint
+from .checkpoint_io import install_atomic_checkpoint_io
 from .data.datamodule import YOLODataModule
 from .module import YOLOModule
 
@@ -23,6 +26,22 @@ __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
 
 #: Subcommands that take the demo config as their base when no ``--config`` is given.
 DEMO_COMMANDS = ("fit", "validate", "test", "predict")
+
+#: Subcommands that take the data settings of ``--ckpt_path``'s run as their defaults.
+CKPT_DATA_COMMANDS = ("validate", "test", "predict")
+
+#: DataModule settings that define what a checkpoint's model was trained on: validate / test / predict with
+#: ``--ckpt_path`` start from the checkpoint's values (the user's ``--config`` files and flags override them).
+CKPT_DATA_KEYS = (
+    "path",
+    "format",
+    "img_size",
+    "voc_class_names",
+    "synthetic_num_train",
+    "synthetic_num_val",
+    "synthetic_image_size",
+    "synthetic_seed",
+)
 
 EXTRA_COMMANDS = ("export", "anchors")
 
@@ -32,7 +51,37 @@ class YOLOCLI(LightningCLI):
 
     ``num_classes`` and ``class_names`` of the model come from the data (linked at instantiation), so they are
     never typed twice.
+
+    With ``--ckpt_path``, LightningCLI replaces the ``model`` settings by the checkpoint's hyperparameters; here the
+    ``--model.*`` flags typed on the command line still win (e.g. ``predict --model.predict_score_thresh 0.05``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        argv = kwargs.get("args")
+        if argv is None:
+            argv = sys.argv[1:]
+        self._argv = [str(a) for a in argv] if isinstance(argv, (list, tuple)) else []
+        super().__init__(*args, **kwargs)
+
+    def _typed_model_keys(self) -> list[str]:
+        keys = []
+        for arg in self._argv:
+            if arg.startswith("--model."):
+                key = arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0]
+                if key and key not in keys:
+                    keys.append(key)
+        return keys
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand") if self.config is not None else None
+        typed: dict[str, Any] = {}
+        if sub and self.config.get(f"{sub}.model") is not None:
+            for key in self._typed_model_keys():
+                if f"{sub}.model.{key}" in self.config:
+                    typed[key] = self.config[f"{sub}.model.{key}"]
+        super()._parse_ckpt_path()
+        for key, value in typed.items():
+            self.config[f"{sub}.model.{key}"] = value
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         # remember which subcommand's parser add_arguments_to_parser is building (LightningCLI does not pass it)
@@ -75,8 +124,32 @@ class YOLOCLI(LightningCLI):
         if isinstance(overrides, dict) and overrides.get("pretrained_backbone"):
             model["model_overrides"] = {k: v for k, v in overrides.items() if k != "pretrained_backbone"}
 
+    def after_instantiate_classes(self) -> None:
+        self._check_checkpoint_classes()
+
+    def _check_checkpoint_classes(self) -> None:
+        """validate / test with a checkpoint of other classes than the dataset's: one clear error, not a 40-line
+        state-dict size mismatch (predict uses the checkpoint's classes whatever the dataset)."""
+        if self.subcommand not in ("validate", "test"):
+            return
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        hp = ckpt.get("hyper_parameters") or {}
+        names = hp.get("class_names") or [str(i) for i in range(int(hp.get("num_classes", 0)))]
+        data = self.datamodule
+        if names and list(data.class_names) != list(names):
+            where = data.path if data.path is not None else "the synthetic dataset"
+            raise ValueError(
+                f"{ckpt_path}: the model was trained on {len(names)} classes {list(names)}, but {where} has "
+                f"{data.num_classes} classes {data.class_names}; give the dataset it was trained on (--data.path) "
+                "or fine-tune on this one (fit --model.init_from)"
+            )
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
+        install_atomic_checkpoint_io(trainer)  # a crash mid-write never destroys the previous last.ckpt
         if self.subcommand in (None, "fit"):
             ensure_last_checkpoint(trainer.callbacks)  # last.ckpt = the last epoch, for fit --ckpt_path
         return trainer
@@ -122,13 +195,55 @@ def demo_config_path() -> str:
     return str(resources.files("lightning_yolo.configs").joinpath("demo.yaml"))
 
 
+def _is_config_flag(arg: str) -> bool:
+    return arg in ("--config", "-c") or arg.startswith(("--config=", "-c="))
+
+
 def with_demo_config(argv: list[str]) -> list[str]:
-    """Insert ``--config demo.yaml`` after a LightningCLI subcommand that was given no ``--config``."""
+    """Insert ``--config demo.yaml`` after a LightningCLI subcommand that was given no ``--config`` (or ``-c``)."""
     if not argv or argv[0] not in DEMO_COMMANDS:
         return argv
-    if any(a == "--config" or a.startswith("--config=") or a in ("-h", "--help") for a in argv[1:]):
+    if any(_is_config_flag(a) or a in ("-h", "--help") for a in argv[1:]):
         return argv
     return [argv[0], "--config", demo_config_path(), *argv[1:]]
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1 :]
+    return value
+
+
+def checkpoint_data_args(ckpt_path: str) -> list[str]:
+    """``--data.*`` flags holding the data settings saved in a checkpoint (:data:`CKPT_DATA_KEYS`); ``[]`` when the
+    checkpoint has none (not written by this package's DataModule)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    saved = ckpt.get("datamodule_hyper_parameters") or {}
+    out = []
+    for key in CKPT_DATA_KEYS:
+        if key not in saved:
+            continue
+        value = saved[key]
+        text = "null" if value is None else json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+        out.append(f"--data.{key}={text}")
+    return out
+
+
+def with_checkpoint_data(argv: list[str]) -> list[str]:
+    """``validate | test | predict --ckpt_path X``: the data settings of X's run (dataset path, format, image size,
+    synthetic set) become the defaults. They go right after the subcommand and the demo config, so ``--config``
+    files and flags that the user typed override them."""
+    if not argv or argv[0] not in CKPT_DATA_COMMANDS or any(a in ("-h", "--help") for a in argv[1:]):
+        return argv
+    ckpt_path = _flag_value(argv[1:], "--ckpt_path")
+    if not ckpt_path or not os.path.isfile(ckpt_path):
+        return argv
+    at = 3 if argv[1:3] == ["--config", demo_config_path()] else 1
+    return [*argv[:at], *checkpoint_data_args(ckpt_path), *argv[at:]]
 
 
 def main(args: list[str] | None = None) -> None:
@@ -143,7 +258,7 @@ def main(args: list[str] | None = None) -> None:
         # LightningCLI warns when it gets args= while sys.argv holds arguments too; here they are the same arguments
         # (with the demo config inserted). sys.argv itself must stay: DDP launches the other ranks from it.
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
-        build_cli(with_demo_config(argv))
+        build_cli(with_checkpoint_data(with_demo_config(argv)))
 
 
 if __name__ == "__main__":  # pragma: no cover

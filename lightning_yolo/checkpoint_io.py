@@ -1,0 +1,120 @@
+"""Atomic checkpoint files: a crash while ``last.ckpt`` is written never destroys the previous ``last.ckpt``.
+
+Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file lives in ``$TMPDIR``;
+the commit is a ``shutil.move``, which becomes a copy when the run folder is on another filesystem (another disk,
+``/dev/shm``, a network mount). A ``kill -9`` during that copy leaves a truncated ``last.ckpt`` that does not load
+and a checkpoint-sized orphan in ``/tmp``. :class:`AtomicCheckpointIO` writes beside the destination instead::
+
+    <dir>/.last.ckpt.<pid>.<random>.tmp   torch.save, flush, fsync
+    os.replace(tmp, <dir>/last.ckpt)       atomic on POSIX and Windows (same folder = same filesystem)
+    fsync(<dir>)                            the rename itself survives a power cut
+
+so at every moment ``last.ckpt`` is either the old complete file or the new complete file. A failed write (disk
+full, read-only folder, an exception) removes its temporary file and leaves the old checkpoint untouched; orphans of
+a killed process (``.last.ckpt.*.tmp``) are removed by the next successful save of the same file.
+
+The CLI installs it on every Trainer whose strategy uses the default ``TorchCheckpointIO``; in Python pass
+``Trainer(plugins=[AtomicCheckpointIO()])``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "install_atomic_checkpoint_io"]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_orphans(path: Path, keep: Path | None = None) -> None:
+    """Delete temporary files of earlier, interrupted writes of ``path`` (``.<name>.*.tmp`` beside it)."""
+    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+        if orphan != keep:
+            with contextlib.suppress(OSError):
+                orphan.unlink()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` that replaces ``path`` only once the new file is complete and on disk.
+
+    Raises:
+        OSError: the folder cannot be created or written (read-only, disk full, permission); the message names
+            the file and says that the previous checkpoint (if any) is unchanged.
+    """
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 honours the umask (tempfile.mkstemp would create a 0600 file)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        kept = "the previous file is unchanged" if path.exists() else "no file was written"
+        if isinstance(err, OSError):
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            if err.errno == errno.ENOSPC:
+                reason += "; free some space or point trainer.default_root_dir at another disk"
+            elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                reason += "; choose a writable folder (trainer.default_root_dir or the callback's dirpath)"
+            raise OSError(err.errno, f"{path}: cannot write the checkpoint ({reason}); {kept}") from err
+        if isinstance(err, RuntimeError) and "failed writing" in str(err):
+            # torch's zip writer reports a full disk as RuntimeError("... failed writing file ...")
+            raise OSError(errno.EIO, f"{path}: cannot write the checkpoint ({err}); {kept}") from err
+        raise
+    _fsync_dir(path.parent)
+    _remove_orphans(path)
+    return path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose local writes are atomic (see the module docstring); remote URLs
+    (``s3://...``) keep Lightning's fsspec path."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, path)
+
+
+def install_atomic_checkpoint_io(trainer: Any) -> bool:
+    """Give ``trainer`` an :class:`AtomicCheckpointIO` when its strategy uses the plain ``TorchCheckpointIO``.
+
+    Returns:
+        ``True`` when installed (or already there); ``False`` when the strategy has its own checkpoint IO
+        (e.g. async or sharded), which is left alone.
+    """
+    strategy = trainer.strategy
+    current = strategy.checkpoint_io
+    if isinstance(current, AtomicCheckpointIO):
+        return True
+    if type(current) is not TorchCheckpointIO:
+        return False
+    strategy.checkpoint_io = AtomicCheckpointIO()
+    return True
