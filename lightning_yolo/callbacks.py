@@ -152,6 +152,46 @@ def _coco_category_ids(datamodule: Any, class_names: Sequence[str]) -> list[int]
     return [i for i, _ in pairs]
 
 
+class _CocoImageIds:
+    """COCO image id of an image file, looked up by ``file_name`` in the dataset's jsons (val, test, then train;
+    each json read only when an image is not found in the previous ones)."""
+
+    def __init__(self, jsons: Sequence[Path]) -> None:
+        self._pending = list(jsons)
+        self._by_name: dict[str, list[tuple[str, int]]] = {}
+
+    def _load_next(self) -> bool:
+        if not self._pending:
+            return False
+        with open(self._pending.pop(0), encoding="utf-8") as f:
+            images = json.load(f).get("images") or []
+        for img in images:
+            if isinstance(img, dict) and "file_name" in img and "id" in img:
+                name = str(img["file_name"]).replace("\\", "/")
+                self._by_name.setdefault(name.rsplit("/", 1)[-1], []).append((name, int(img["id"])))
+        return True
+
+    def lookup(self, path: str) -> int | None:
+        """The id whose ``file_name`` is the end of ``path`` (``None``: not in the jsons, or ambiguous)."""
+        posix = Path(path).as_posix()
+        while True:
+            hits = {i for name, i in self._by_name.get(posix.rsplit("/", 1)[-1], []) if posix == name or posix.endswith("/" + name)}
+            if len(hits) == 1:
+                return hits.pop()
+            if len(hits) > 1 or not self._load_next():
+                return None
+
+
+def _coco_image_ids(datamodule: Any) -> _CocoImageIds | None:
+    location = getattr(datamodule, "location", None)
+    if location is None or getattr(location, "format", None) != "coco" or not getattr(location, "coco_jsons", None):
+        return None
+    jsons = location.coco_jsons
+    ordered = [jsons[s] for s in ("val", "test", "train") if s in jsons]
+    ordered += [j for j in jsons.values() if j not in ordered]
+    return _CocoImageIds(list(dict.fromkeys(ordered)))
+
+
 class PredictionWriter(BasePredictionWriter):
     """Write ``Trainer.predict`` detections as a COCO results json and, optionally, images with the boxes drawn.
 
@@ -160,8 +200,10 @@ class PredictionWriter(BasePredictionWriter):
 
         {"image_id": 0, "file_name": "photos/a.jpg", "category_id": 1, "bbox": [x, y, w, h], "score": 0.91}
 
-    ``bbox`` is in original-image pixels (top-left corner, width, height); ``image_id`` is the position of the file
-    in the sorted input list; boxes that lie entirely in the letterbox padding (zero size once clipped to the image)
+    ``bbox`` is in original-image pixels (top-left corner, width, height). ``image_id`` is the image's id in the
+    dataset's COCO json when the DataModule reads a COCO dataset and the file is listed there (matched by
+    ``file_name``), so ``COCO.loadRes`` works against that json; otherwise the position of the file in the sorted input
+    list (a warning says how many files were not found in the json). Boxes that lie entirely in the letterbox padding (zero size once clipped to the image)
     are left out. ``category_id`` is the dataset's category id when the DataModule reads a COCO dataset
     with the model's classes, else the class index (or ``category_ids[label]`` when given). With ``save_images``,
     ``<output_dir>/images/<name>.jpg`` shows each image with boxes, class names and scores. Under DDP every process
@@ -191,6 +233,8 @@ class PredictionWriter(BasePredictionWriter):
         self._num_images = 0
         self._image_names: set[str] = set()
         self._ids: list[int] | None = None
+        self._coco_images: _CocoImageIds | None = None
+        self._unmatched = 0
 
     def _resolved_dir(self, trainer: pl.Trainer) -> Path:
         return self.output_dir if self.output_dir is not None else Path(trainer.default_root_dir) / "predictions"
@@ -207,6 +251,8 @@ class PredictionWriter(BasePredictionWriter):
             self._ids = self.category_ids
         else:
             self._ids = _coco_category_ids(trainer.datamodule, names) if names else None
+        self._coco_images = _coco_image_ids(trainer.datamodule)
+        self._unmatched = 0
         self._resolved_dir(trainer).mkdir(parents=True, exist_ok=True)
 
     def _image_file_name(self, path: str, image_id: int) -> str:
@@ -236,6 +282,12 @@ class PredictionWriter(BasePredictionWriter):
             labels = det["labels"].detach().long().cpu()
             image_id = int(det["image_id"]) if "image_id" in det else self._num_images
             path = str(det.get("path", ""))
+            if self._coco_images is not None:
+                coco_id = self._coco_images.lookup(path) if path else None
+                if coco_id is None:
+                    self._unmatched += 1
+                else:
+                    image_id = coco_id
             self._num_images += 1
             xywh = torch.cat((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), dim=1)
             # boxes that lie in the letterbox padding are clipped to zero size in the original image: drop them
@@ -257,14 +309,20 @@ class PredictionWriter(BasePredictionWriter):
                 save_image(drawn, self._resolved_dir(trainer) / "images" / self._image_file_name(path, image_id))
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        results, num_images = self.results, self._num_images
+        results, num_images, unmatched = self.results, self._num_images, self._unmatched
         if torch.distributed.is_available() and torch.distributed.is_initialized() and trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (results, num_images))
-            results = [r for part, _ in gathered for r in part]
-            num_images = sum(n for _, n in gathered)
+            torch.distributed.all_gather_object(gathered, (results, num_images, unmatched))
+            results = [r for part, _, _ in gathered for r in part]
+            num_images = sum(n for _, n, _ in gathered)
+            unmatched = sum(u for _, _, u in gathered)
         if not trainer.is_global_zero:
             return
+        if unmatched:
+            rank_zero_warn(
+                f"PredictionWriter: {unmatched} of {num_images} images are not listed in the dataset's COCO json; "
+                "their image_id is their position in the input list"
+            )
         results.sort(key=lambda r: (r["image_id"], -r["score"]))
         self.results = results
         self.json_path = self._resolved_dir(trainer) / self.filename

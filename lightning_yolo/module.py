@@ -63,6 +63,8 @@ class YOLOModule(pl.LightningModule):
         nms_iou_thresh: validation NMS IoU threshold.
         nms_kind: ``"diou"`` (darknet ``nms_kind=diounms``) or ``"greedy"``.
         max_det: detections per image in validation (COCO: 100 are scored).
+        predict_score_thresh: score threshold of ``predict`` / :meth:`predictor` (what a user wants drawn).
+        predict_max_det: detections per image of ``predict`` / :meth:`predictor`.
         init_from: fine-tune: a checkpoint of this package or a plain ``state_dict`` whose matching tensors
             initialise the model (the head is re-initialised when the class list differs).
         freeze_backbone_epochs: keep the backbone frozen (weights and BatchNorm statistics) for this many epochs.
@@ -95,6 +97,8 @@ class YOLOModule(pl.LightningModule):
         nms_iou_thresh: float = 0.6,
         nms_kind: str = "diou",
         max_det: int = 100,
+        predict_score_thresh: float = 0.25,
+        predict_max_det: int = 300,
         init_from: str | None = None,
         freeze_backbone_epochs: int = 0,
     ) -> None:
@@ -165,10 +169,10 @@ class YOLOModule(pl.LightningModule):
         """A :class:`YOLOPredictor` sharing this module's network (kwargs override the validation settings)."""
         hp = self.hparams
         settings = dict(
-            score_thresh=0.25,
+            score_thresh=float(hp.get("predict_score_thresh", 0.25)),  # checkpoints older than the setting: 0.25
             nms_iou_thresh=hp.nms_iou_thresh,
             nms_kind=hp.nms_kind,
-            max_det=300,
+            max_det=int(hp.get("predict_max_det", 300)),
             class_names=self.class_names,
         )
         settings.update(kwargs)
@@ -247,6 +251,17 @@ class YOLOModule(pl.LightningModule):
         images, targets = self._check_batch(batch)
         raw = self.model(images)  # one forward serves the loss and the detections
         losses = self.loss(raw, targets)
+        if not bool(torch.isfinite(losses["loss"])):
+            # Training in train mode can stay finite while BatchNorm statistics or weights have diverged; evaluation
+            # uses them, so a non-finite evaluation loss is the first sign. Stop before such a model is saved.
+            bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
+            where = self._first_nonfinite_tensor()
+            raise FloatingPointError(
+                f"non-finite {prefix} loss at global step {self.global_step} (epoch {self.current_epoch}): "
+                f"component(s) {bad} = {[float(losses[k]) for k in bad]}"
+                + (f"; {where}" if where else "; weights are finite but the outputs overflow")
+                + "; the model has diverged: lower the learning rate, check the data or use fp32 precision"
+            )
         bs = images.shape[0]
         for key, value in losses.items():
             self.log(f"{prefix}/{key}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
@@ -287,6 +302,14 @@ class YOLOModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self.val_map, "val")
 
+    def on_validation_epoch_start(self) -> None:
+        where = self._first_nonfinite_tensor()
+        if where:
+            raise FloatingPointError(
+                f"non-finite model before validation at global step {self.global_step} (epoch {self.current_epoch}): "
+                f"{where}; the model has diverged: lower the learning rate, check the data or use fp32 precision"
+            )
+
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_map, "val")
 
@@ -297,9 +320,11 @@ class YOLOModule(pl.LightningModule):
         self._eval_epoch_end(self.test_map, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """Detections in original-image pixels; ``score_thresh`` 0.25 unless the module's is higher."""
+        """Detections in original-image pixels, ``predict_score_thresh`` and ``predict_max_det`` applied."""
         images, targets = self._check_batch(batch)
-        dets = self._predict_original(self.model(images), targets, score_thresh=max(self.hparams.score_thresh, 0.25), max_det=300)
+        hp = self.hparams
+        settings = {"score_thresh": float(hp.get("predict_score_thresh", 0.25)), "max_det": int(hp.get("predict_max_det", 300))}
+        dets = self._predict_original(self.model(images), targets, **settings)
         for det, tgt in zip(dets, targets):
             if "image_id" in tgt:
                 det["image_id"] = tgt["image_id"]
@@ -390,7 +415,28 @@ class YOLOModule(pl.LightningModule):
                 )
 
     # ------------------------------------------------------------------ checkpoints
+    @torch.no_grad()
+    def _first_nonfinite_tensor(self, state: dict[str, Any] | None = None) -> str | None:
+        """``"<name> has N nan/inf values (max |finite| X)"`` for the first parameter or buffer (BatchNorm statistics
+        included) holding a non-finite value, else ``None``."""
+        items = state.items() if state is not None else [*self.named_parameters(), *self.named_buffers()]
+        for name, value in items:
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                continue
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                biggest = float(value[finite].abs().max()) if bool(finite.any()) else float("nan")
+                return f"{name} has {int((~finite).sum())} nan/inf values (largest finite |value| {biggest:.3g})"
+        return None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never write a diverged model as best.ckpt / last.ckpt: the previous (finite) files stay as they are.
+        where = self._first_nonfinite_tensor(checkpoint.get("state_dict"))
+        if where:
+            raise FloatingPointError(
+                f"not saving a checkpoint at global step {self.global_step} (epoch {self.current_epoch}): {where}; "
+                "the model has diverged: lower the learning rate, check the data or use fp32 precision"
+            )
         # Plain-Python model description so YOLOPredictor.from_checkpoint / other tools rebuild without this class.
         checkpoint["lightning_yolo"] = {
             "model_cfg": self.model.cfg.to_dict(),
