@@ -175,7 +175,8 @@ class _CocoImageIds:
         """The id whose ``file_name`` is the end of ``path`` (``None``: not in the jsons, or ambiguous)."""
         posix = Path(path).as_posix()
         while True:
-            hits = {i for name, i in self._by_name.get(posix.rsplit("/", 1)[-1], []) if posix == name or posix.endswith("/" + name)}
+            candidates = self._by_name.get(posix.rsplit("/", 1)[-1], [])
+            hits = {i for name, i in candidates if posix == name or posix.endswith("/" + name)}
             if len(hits) == 1:
                 return hits.pop()
             if len(hits) > 1 or not self._load_next():
@@ -203,7 +204,8 @@ class PredictionWriter(BasePredictionWriter):
     ``bbox`` is in original-image pixels (top-left corner, width, height). ``image_id`` is the image's id in the
     dataset's COCO json when the DataModule reads a COCO dataset and the file is listed there (matched by
     ``file_name``), so ``COCO.loadRes`` works against that json; otherwise the position of the file in the sorted input
-    list (a warning says how many files were not found in the json). Boxes that lie entirely in the letterbox padding (zero size once clipped to the image)
+    list (a warning says how many files were not found in the json). Boxes that lie entirely in the letterbox
+    padding (zero size once clipped to the image)
     are left out. ``category_id`` is the dataset's category id when the DataModule reads a COCO dataset
     with the model's classes, else the class index (or ``category_ids[label]`` when given). With ``save_images``,
     ``<output_dir>/images/<name>.jpg`` shows each image with boxes, class names and scores. Under DDP every process

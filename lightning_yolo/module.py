@@ -323,7 +323,10 @@ class YOLOModule(pl.LightningModule):
         """Detections in original-image pixels, ``predict_score_thresh`` and ``predict_max_det`` applied."""
         images, targets = self._check_batch(batch)
         hp = self.hparams
-        settings = {"score_thresh": float(hp.get("predict_score_thresh", 0.25)), "max_det": int(hp.get("predict_max_det", 300))}
+        settings = {
+            "score_thresh": float(hp.get("predict_score_thresh", 0.25)),
+            "max_det": int(hp.get("predict_max_det", 300)),
+        }
         dets = self._predict_original(self.model(images), targets, **settings)
         for det, tgt in zip(dets, targets):
             if "image_id" in tgt:

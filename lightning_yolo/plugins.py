@@ -36,12 +36,16 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     and drop modules), ``SyncBatchNorm`` -> ``BatchNorm2d``; parameters and buffers are shared, not copied."""
     out = module
     if isinstance(module, SyncBatchNormAct):
-        out = BatchNormAct2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        out = BatchNormAct2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         _copy_norm_state(module, out)
         out.act = module.act
         out.drop = module.drop
     elif isinstance(module, nn.SyncBatchNorm):
-        out = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        out = nn.BatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         _copy_norm_state(module, out)
     for name, child in module.named_children():
         if out is not module and name in ("act", "drop"):

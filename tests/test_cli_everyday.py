@@ -1,0 +1,103 @@
+"""Everyday CLI use (issue 10): -c equals --config, validate/test/predict take the checkpoint's data settings,
+typed --model flags beat the checkpoint's, predict honours its thresholds and writes the dataset's image ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_yolo.callbacks import LastCheckpoint
+from lightning_yolo.cli import build_cli, demo_config_path, main, with_checkpoint_data, with_demo_config
+from lightning_yolo.data.synthetic import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory) -> Path:
+    """A debug-config checkpoint trained at 96 px on a 8 + 6 image synthetic set (settings the demo does not use)."""
+    root = tmp_path_factory.mktemp("everyday")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
+        mp.setattr("sys.argv", ["lightning-yolo"])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root),
+                             "--data.img_size", "96", "--data.synthetic_num_train", "8",
+                             "--data.synthetic_num_val", "6", "--trainer.max_epochs", "1",
+                             "--trainer.limit_train_batches", "2"])  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+    return Path(next(cb for cb in cli.trainer.callbacks if isinstance(cb, LastCheckpoint)).best_model_path)
+
+
+def test_short_config_flag_does_not_merge_the_demo():
+    for argv in (["fit", "-c", "x.yaml"], ["fit", "-c=x.yaml"], ["validate", "--config=x.yaml"]):
+        assert with_demo_config(argv) == argv
+    assert with_demo_config(["fit"]) == ["fit", "--config", demo_config_path()]
+
+
+def test_validate_with_ckpt_path_alone_uses_the_checkpoints_data(small_ckpt, tmp_path, capsys):
+    argv = with_checkpoint_data(with_demo_config(["validate", "--ckpt_path", str(small_ckpt)]))
+    assert argv[:3] == ["validate", "--config", demo_config_path()]  # demo first, the checkpoint's data after it
+    cli = build_cli([*argv, "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.datamodule.img_size == 96 and cli.datamodule.hparams.synthetic_num_val == 6
+    # flags typed by the user win over the checkpoint's settings
+    argv = ["validate", "--ckpt_path", str(small_ckpt), "--data.img_size", "128"]
+    argv = with_checkpoint_data(with_demo_config(argv))
+    cli = build_cli([*argv, "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.datamodule.img_size == 128
+    # the whole command: runs on the checkpoint's 6 validation images at 96 px and prints the metrics
+    main(["validate", "--ckpt_path", str(small_ckpt), "--trainer.default_root_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "[lightning-yolo validate]" in out and "val/map_50=" in out
+
+
+def test_validate_with_other_classes_is_one_clear_error(small_ckpt, tmp_path):
+    ckpt = torch.load(small_ckpt, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["num_classes"] = 2
+    ckpt["hyper_parameters"]["class_names"] = ["cat", "dog"]
+    other = tmp_path / "two_classes.ckpt"
+    torch.save(ckpt, other)
+    with pytest.raises(ValueError, match=r"trained on 2 classes \['cat', 'dog'\], but the synthetic dataset has 4"):
+        build_cli(["validate", "--config", DEBUG, "--ckpt_path", str(other), "--trainer.default_root_dir",
+                   str(tmp_path)])  # fmt: skip
+
+
+def test_typed_model_flags_beat_the_checkpoint(small_ckpt, tmp_path):
+    run = ["--trainer.default_root_dir", str(tmp_path)]
+    cli = build_cli(["validate", "--config", DEBUG, "--ckpt_path", str(small_ckpt), *run,
+                     "--model.nms_iou_thresh", "0.3", "--model.predict_score_thresh=0.05"])  # fmt: skip
+    assert cli.model.hparams.nms_iou_thresh == 0.3 and cli.model.hparams.predict_score_thresh == 0.05
+    cli = build_cli(["validate", "--config", DEBUG, "--ckpt_path", str(small_ckpt), *run])
+    assert cli.model.hparams.nms_iou_thresh == 0.6  # the checkpoint's
+
+
+def test_predict_thresholds_and_coco_image_ids_load_in_pycocotools(small_ckpt, tmp_path):
+    from pycocotools.coco import COCO
+
+    coco_root = make_synthetic_dataset(tmp_path / "coco", num_train=2, num_val=3, img_size=96, formats=("coco",))
+    ann = coco_root / "annotations" / "instances_val.json"
+    images = json.loads(ann.read_text())["images"]
+    val_dir = coco_root / "images" / "val"
+    out = tmp_path / "out"
+    build_cli(["predict", "--config", DEBUG, "--ckpt_path", str(small_ckpt), "--data.path", str(ann),
+               "--data.predict_path", str(val_dir), "--writer.output_dir", str(out),
+               "--trainer.default_root_dir", str(tmp_path),
+               "--model.predict_score_thresh", "0.0", "--model.predict_max_det", "7"])  # fmt: skip
+    results = json.loads((out / "predictions.json").read_text())
+    ids = {r["image_id"] for r in results}
+    assert ids == {img["id"] for img in images}  # the json's ids (1..3), not file positions (0..2)
+    per_image = [sum(r["image_id"] == i for r in results) for i in sorted(ids)]
+    assert per_image == [7, 7, 7]  # a 2-step model has thousands of candidates: max_det is honoured
+    assert min(r["score"] for r in results) < 0.25  # the user's threshold, not 0.25
+    gt = COCO(str(ann))
+    dt = gt.loadRes(str(out / "predictions.json"))
+    assert len(dt.getAnnIds()) == len(results)
