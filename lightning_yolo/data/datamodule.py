@@ -224,7 +224,20 @@ class YOLODataModule(pl.LightningDataModule):
         return self.sources[split]
 
     def _base(self, split: str, drop_crowd: bool) -> DetectionDataset:
-        base = DetectionDataset(self.source(split), load_size=self.img_size, drop_crowd=drop_crowd)
+        source = self.source(split)
+        if not any((~r.iscrowd).any() for r in source.records):
+            # Every image is background: a training run would only learn "nothing is there", an evaluation gives
+            # mAP -1. Usually the labels were not found or all rejected by the scan.
+            report = source.report
+            reasons = "\n".join(report.summary().splitlines()[1:])
+            what = (
+                f"{report.source} [{split}]: {report.num_images} images but not one usable (non-crowd) box"
+                + (f"; the scan skipped:\n{reasons}" if reasons else "")
+            )
+            if split == "train":
+                raise ValueError(what + "\ntraining on it would learn only background; check the labels")
+            warnings.warn(what + f"; {split} mAP will be -1", UserWarning, stacklevel=2)
+        base = DetectionDataset(source, load_size=self.img_size, drop_crowd=drop_crowd)
         if self.hparams.cache_images:
             nbytes = base.fill_cache()
             log.info("cached %d %s images in RAM (%.1f MB)", len(base), split, nbytes / 2**20)

@@ -97,6 +97,13 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
             f.seek(max(0, size - 4096))
             if b"\xff\xd9" not in f.read():
                 raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
+    elif fmt == "PNG":
+        # Same for PNG: every complete file ends with an IEND chunk; a cut-off one passes the header read.
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            if b"IEND" not in f.read():
+                raise ValueError(f"{path}: truncated PNG (no IEND chunk)")
     if orientation not in range(1, 9):
         orientation = 1
     if orientation in _TRANSPOSING_ORIENTATIONS:

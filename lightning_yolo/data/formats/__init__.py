@@ -189,6 +189,11 @@ def load_split(location: DatasetLocation, split: str, class_names: Sequence[str]
         src = load_voc_split(location.path, split, class_names)
     if class_names is not None and src.class_names != list(class_names):
         raise ValueError(f"{location.path} [{split}]: class names {src.class_names} differ from {list(class_names)}")
+    if not src.records:
+        reasons = "\n".join(src.report.summary().splitlines()[1:]) or "  (no problem counted)"
+        raise ValueError(
+            f"{src.report.source} [{split}]: the split has no usable images; the scan skipped them all:\n{reasons}"
+        )
     return src
 
 

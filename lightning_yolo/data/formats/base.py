@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..image_io import ImageInfo, load_resized, probe_image
+from ..image_io import FILL_VALUE, ImageInfo, load_resized, probe_image
 from ..sample import RawSample, Sample, raw_to_sample
 
 __all__ = [
@@ -282,6 +282,8 @@ class DetectionDataset(Dataset):
         self._cache: list[np.ndarray | None] | None = None
         self._cache_ratio: list[float] | None = None
         self._fully_cached = False
+        #: files that failed to decode in this process: path -> reason (see :meth:`load_raw`)
+        self.load_failures: dict[str, str] = {}
 
     @property
     def num_classes(self) -> int:
@@ -327,15 +329,45 @@ class DetectionDataset(Dataset):
             )
         return img, ratio
 
+    def _load_image_or_blank(self, index: int) -> tuple[np.ndarray, float, bool]:
+        """:meth:`load_image`, or a blank (padding-grey) image of the scanned size when the file fails to decode.
+
+        A file can pass the header scan and still fail to decode (damaged data, changed after the scan): one bad
+        image must not end a run after hours. It is warned about once per file and process (naming it), counted in
+        :attr:`load_failures`, and stands in as a blank image without boxes.
+
+        Returns:
+            ``(image, ratio, ok)``.
+        """
+        try:
+            img, ratio = self.load_image(index)
+            return img, ratio, True
+        except (ValueError, OSError) as err:
+            rec = self.records[index]
+            if str(rec.path) not in self.load_failures:
+                self.load_failures[str(rec.path)] = str(err)
+                warnings.warn(
+                    f"{rec.path}: cannot be decoded ({err}); used as a blank image without boxes "
+                    f"({len(self.load_failures)} such file(s) in this process so far); replace or remove the file",
+                    DatasetWarning,
+                    stacklevel=2,
+                )
+            ratio = 1.0 if self.load_size is None else self.load_size / max(rec.height, rec.width)
+            shape = (max(1, round(rec.height * ratio)), max(1, round(rec.width * ratio)), 3)
+            return np.full(shape, FILL_VALUE, np.uint8), ratio, False
+
     def load_raw(self, index: int) -> RawSample:
         """The working sample: image resized to ``load_size``, boxes scaled by the same ratio.
 
         Returns:
-            :class:`RawSample` with ``ratio`` set and ``pad = (0, 0)``; crowd boxes dropped when ``drop_crowd``.
+            :class:`RawSample` with ``ratio`` set and ``pad = (0, 0)``; crowd boxes dropped when ``drop_crowd``;
+            a blank image without boxes when the file cannot be decoded (see :meth:`_load_image_or_blank`).
         """
         rec = self.records[index]
-        img, ratio = self.load_image(index)
+        img, ratio, ok = self._load_image_or_blank(index)
         boxes, labels, crowd = rec.boxes, rec.labels, rec.iscrowd
+        if not ok:
+            boxes, labels, crowd = boxes[:0], labels[:0], crowd[:0]
         if self.drop_crowd and crowd.any():
             keep = ~crowd
             boxes, labels, crowd = boxes[keep], labels[keep], crowd[keep]
@@ -356,7 +388,9 @@ class DetectionDataset(Dataset):
 
         def one(i: int) -> int:
             if self._cache[i] is None:
-                img, ratio = self.load_image(i)
+                img, ratio, ok = self._load_image_or_blank(i)
+                if not ok:
+                    return 0  # not cached: load_raw finds the failure again (and drops the boxes)
                 self._cache[i], self._cache_ratio[i] = img, ratio
             return self._cache[i].nbytes
 

@@ -92,15 +92,25 @@ def find_image_dir(json_path: Path, file_names: Sequence[str], image_dir: Path |
     split = json_path.stem.split("_", 1)[1] if "_" in json_path.stem else json_path.stem
     candidates = [image_dir] if image_dir is not None else []
     candidates += [root / split, root / "images" / split, root / "images", json_path.parent, root]
-    probe = list(file_names[:5])
-    if not probe:
+    if not file_names:
         return Path(image_dir) if image_dir is not None else root
+    # Probe names spread over the whole list (not only the first few): a json whose first files are missing must
+    # not make the right folder look wrong. Missing files are then skipped and named by the scan report.
+    step = max(1, len(file_names) // 32)
+    probe = list(dict.fromkeys([*file_names[:8], *file_names[::step]]))
+    best, best_hits = None, 0
     for cand in candidates:
-        if cand is not None and any((Path(cand) / f).is_file() for f in probe):
-            return Path(cand)
+        if cand is None:
+            continue
+        hits = sum((Path(cand) / f).is_file() for f in probe)
+        if hits > best_hits:
+            best, best_hits = Path(cand), hits
+    if best is not None:
+        return best
     raise FileNotFoundError(
-        f"{json_path}: cannot find its images (first file_name {probe[0]!r}); looked in "
-        f"{', '.join(str(c) for c in candidates if c is not None)}"
+        f"{json_path}: cannot find its images (first file_name {probe[0]!r}) in any of the folders tried "
+        f"({len(probe)} file_name entries probed); "
+        f"looked in {', '.join(str(c) for c in candidates if c is not None)}"
     )
 
 

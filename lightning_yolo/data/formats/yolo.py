@@ -35,6 +35,7 @@ __all__ = [
     "yolo_class_names",
     "load_yolo_split",
     "image_to_label_path",
+    "label_candidates",
     "write_yolo_labels",
     "write_data_yaml",
 ]
@@ -57,9 +58,11 @@ def read_data_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
     if not yaml_path.is_file():
         raise FileNotFoundError(f"{yaml_path}: data.yaml not found")
     try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as err:
         raise ValueError(f"{yaml_path}: not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{yaml_path}: not a text file (UTF-8 expected): {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{yaml_path}: expected a mapping with keys path/train/val/names, got {type(data).__name__}")
     for key in ("train", "val", "names"):
@@ -96,14 +99,34 @@ def yolo_class_names(yaml_path: str | os.PathLike) -> list[str]:
     return read_data_yaml(yaml_path)["names"]
 
 
-def image_to_label_path(image_path: Path) -> Path:
-    """``.../images/a/b.jpg`` -> ``.../labels/a/b.txt`` (last ``images`` component; else same folder)."""
+def image_to_label_path(image_path: Path, root: Path | None = None) -> Path:
+    """``.../images/a/b.jpg`` -> ``.../labels/a/b.txt``: the last ``images`` folder replaced by ``labels``
+    (ultralytics' rule); no ``images`` folder: the ``.txt`` next to the image.
+
+    Args:
+        image_path: the image file.
+        root: the dataset root; when the image lies inside it, only ``images`` folders below the root count, so a
+            flat dataset stored under some ``.../images/...`` parent folder keeps its labels next to the images.
+    """
     parts = list(image_path.parts)
-    for i in range(len(parts) - 2, -1, -1):
+    first = 0
+    if root is not None:
+        root_parts = Path(root).parts
+        if tuple(parts[: len(root_parts)]) == tuple(root_parts):
+            first = len(root_parts)
+    for i in range(len(parts) - 2, first - 1, -1):
         if parts[i] == "images":
             parts[i] = "labels"
             return Path(*parts).with_suffix(".txt")
     return image_path.with_suffix(".txt")
+
+
+def label_candidates(image_path: Path, root: Path | None = None) -> list[Path]:
+    """Where the label of an image is looked for, in order: :func:`image_to_label_path`, then the ``.txt`` beside
+    the image (a flat dataset)."""
+    first = image_to_label_path(image_path, root)
+    beside = image_path.with_suffix(".txt")
+    return [first] if first == beside else [first, beside]
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -122,7 +145,7 @@ def _resolve_split(spec: Any, root: Path, yaml_path: Path, split: str) -> tuple[
             folders.append(p)
             images += _images_in(p)
         elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
+            for line in p.read_text(encoding="utf-8-sig").splitlines():
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
@@ -150,11 +173,11 @@ def _resolve_split(spec: Any, root: Path, yaml_path: Path, split: str) -> tuple[
     return list(dict.fromkeys(images)), folders
 
 
-def _check_orphan_labels(folders: Sequence[Path], images: Sequence[Path], yaml_path: Path) -> None:
+def _check_orphan_labels(folders: Sequence[Path], images: Sequence[Path], yaml_path: Path, root: Path) -> None:
     """A label file whose image is missing means images and labels are out of step: raise."""
     image_keys = {p.with_suffix("") for p in images}
     for folder in folders:
-        label_dir = image_to_label_path(folder / "x.jpg").parent
+        label_dir = image_to_label_path(folder / "x.jpg", root).parent
         if label_dir == folder or not label_dir.is_dir():
             continue
         for txt in sorted(label_dir.rglob("*.txt")):
@@ -173,7 +196,7 @@ def _parse_label_file(
 ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Parse one label file to pixel xyxy boxes; ``None`` when the file itself is unreadable."""
     try:
-        text = label_path.read_text(encoding="utf-8")
+        text = label_path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark would hide the first box
     except UnicodeDecodeError:
         report.add("unreadable label file (image skipped)", str(label_path))
         return None
@@ -240,15 +263,17 @@ def load_yolo_split(yaml_path: str | os.PathLike, split: str) -> DatasetSource:
     if split not in meta["splits"]:
         raise ValueError(f"{yaml_path}: no {split!r} split (keys present: {sorted(meta['splits'])})")
     images, folders = _resolve_split(meta["splits"][split], root, yaml_path, split)
-    _check_orphan_labels(folders, images, yaml_path)
+    _check_orphan_labels(folders, images, yaml_path, root)
     report = ScanReport(source=str(yaml_path), split=split)
     records: list[ImageRecord] = []
+    num_label_files = 0
     for image_id, (path, _, info) in enumerate(keep_readable([(p, None) for p in images], report)):
-        label_path = image_to_label_path(path)
+        label_path = next((c for c in label_candidates(path, root) if c.is_file()), None)
         boxes = np.zeros((0, 4))
         labels = np.zeros(0, np.int64)
         where: list[str] = []
-        if label_path.is_file():
+        if label_path is not None:
+            num_label_files += 1
             parsed = _parse_label_file(label_path, len(names), info.width, info.height, report)
             if parsed is None:
                 continue
@@ -256,6 +281,16 @@ def load_yolo_split(yaml_path: str | os.PathLike, split: str) -> DatasetSource:
         crowd = np.zeros(len(labels), bool)
         boxes, labels, crowd = clean_boxes(boxes, labels, crowd, info.height, info.width, report, where)
         records.append(ImageRecord(path, image_id, info.height, info.width, boxes, labels, crowd, info))
+    if records and num_label_files == 0:
+        # Not one label file: a misnamed labels/ folder, not a split of background images. Training on it would
+        # silently learn "nothing is ever there".
+        example = records[0].path
+        raise FileNotFoundError(
+            f"{yaml_path}: split {split!r} has {len(records)} images but no label file for any of them; for "
+            f"{example} the label was looked for at {' and '.join(str(c) for c in label_candidates(example, root))} "
+            "(labels go in a 'labels' folder beside 'images' with the same sub-folders, or next to the images, one "
+            ".txt per image; an image without objects may have an empty .txt)"
+        )
     finish_report(records, report)
     return DatasetSource(records, names, report, root)
 
