@@ -237,12 +237,15 @@ class PredictionWriter(BasePredictionWriter):
         self._ids: list[int] | None = None
         self._coco_images: _CocoImageIds | None = None
         self._unmatched = 0
+        #: ``(file, reason)`` of the input images that could not be read (no predictions for them)
+        self.skipped: list[tuple[str, str]] = []
 
     def _resolved_dir(self, trainer: pl.Trainer) -> Path:
         return self.output_dir if self.output_dir is not None else Path(trainer.default_root_dir) / "predictions"
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.results, self._num_images, self._image_names = [], 0, set()
+        self.skipped = []
         names = list(getattr(pl_module, "class_names", []) or [])
         num_classes = int(getattr(pl_module.hparams, "num_classes", len(names)))
         if self.category_ids is not None:
@@ -279,6 +282,10 @@ class PredictionWriter(BasePredictionWriter):
 
         names = list(getattr(pl_module, "class_names", []) or []) or None
         for det in prediction:
+            if "skipped" in det:  # unreadable input file: reported at the end, nothing predicted
+                self.skipped.append((str(det.get("path", "")), str(det["skipped"])))
+                rank_zero_warn(f"predict: skipped {det['skipped']}")
+                continue
             boxes = det["boxes"].detach().float().cpu()
             scores = det["scores"].detach().float().cpu()
             labels = det["labels"].detach().long().cpu()
@@ -311,13 +318,14 @@ class PredictionWriter(BasePredictionWriter):
                 save_image(drawn, self._resolved_dir(trainer) / "images" / self._image_file_name(path, image_id))
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        results, num_images, unmatched = self.results, self._num_images, self._unmatched
+        results, num_images, unmatched, skipped = self.results, self._num_images, self._unmatched, self.skipped
         if torch.distributed.is_available() and torch.distributed.is_initialized() and trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (results, num_images, unmatched))
-            results = [r for part, _, _ in gathered for r in part]
-            num_images = sum(n for _, n, _ in gathered)
-            unmatched = sum(u for _, _, u in gathered)
+            torch.distributed.all_gather_object(gathered, (results, num_images, unmatched, skipped))
+            results = [r for part, _, _, _ in gathered for r in part]
+            num_images = sum(n for _, n, _, _ in gathered)
+            unmatched = sum(u for _, _, u, _ in gathered)
+            skipped = sorted(s for _, _, _, part in gathered for s in part)
         if not trainer.is_global_zero:
             return
         if unmatched:
@@ -332,6 +340,11 @@ class PredictionWriter(BasePredictionWriter):
             json.dump(results, f)
         where = f" and {self._resolved_dir(trainer) / 'images'}" if self.save_images else ""
         print(f"[lightning-yolo predict] {len(results)} detections in {num_images} images -> {self.json_path}{where}")
+        if skipped:
+            self.skipped = skipped
+            listed = "".join(f"\n  {path}: {reason}" for path, reason in skipped[:20])
+            more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+            print(f"[lightning-yolo predict] skipped {len(skipped)} unreadable image(s):{listed}{more}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

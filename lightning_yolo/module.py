@@ -333,6 +333,9 @@ class YOLOModule(pl.LightningModule):
                 det["image_id"] = tgt["image_id"]
             if "path" in tgt:
                 det["path"] = tgt["path"]
+            if "skipped" in tgt:  # unreadable file (PredictImages): no detections; PredictionWriter reports it
+                det["skipped"] = tgt["skipped"]
+                det.update({k: det[k][:0] for k in ("boxes", "scores", "labels")})
         return dets
 
     # ------------------------------------------------------------------ setup
