@@ -236,8 +236,14 @@ class YOLOModule(pl.LightningModule):
 
     @staticmethod
     def _targets_original(targets: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Ground truth for the metric in original-image pixels: the annotations as written (``eval_*`` keys of the
+        evaluation pipeline) when present, else the network-size boxes mapped back through the letterbox."""
         out = []
         for t in targets:
+            if "eval_boxes" in t:
+                out.append({"boxes": t["eval_boxes"].float().reshape(-1, 4), "labels": t["eval_labels"].long(),
+                            "iscrowd": t["eval_iscrowd"].long()})  # fmt: skip
+                continue
             boxes = t["boxes"].float()
             if "ratio" in t:
                 boxes = scale_boxes_to_original(boxes, t["ratio"], t["pad"], t["orig_size"])

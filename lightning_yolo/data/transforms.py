@@ -534,7 +534,11 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """The evaluation pipeline: load resized to ``img_size`` (long side), letterbox, ``SanitizeBoundingBoxes``.
 
-    Crowd boxes are kept (flagged) for the metric.
+    Crowd boxes are kept (flagged) for the metric. ``SanitizeBoundingBoxes`` drops boxes under 1 px *at the network
+    size* (a 1.2 x 13 px box of a 640-px image is 0.8 px wide at 416), which only the loss needs; the metric must score
+    against the annotations as written. So each target also carries the image's annotations in original-image pixels,
+    unfiltered: ``eval_boxes`` float32 ``[M, 4]`` xyxy, ``eval_labels`` int64 ``[M]``, ``eval_iscrowd`` bool ``[M]``
+    (empty when the image could not be decoded, as for ``boxes``).
     """
 
     def __init__(self, base, img_size: int) -> None:
@@ -547,7 +551,15 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, item: int | tuple) -> Sample:
         index = _parse_item(item)[0]
-        return raw_to_sample(self.letterbox(self.base.load_raw(index)))
+        raw = self.base.load_raw(index)
+        image, target = raw_to_sample(self.letterbox(raw))
+        rec = self.base.records[index]
+        failed = str(rec.path) in getattr(self.base, "load_failures", {})
+        count = 0 if failed else len(rec.boxes)
+        target["eval_boxes"] = torch.from_numpy(np.asarray(rec.boxes[:count], np.float32).reshape(-1, 4).copy())
+        target["eval_labels"] = torch.from_numpy(np.asarray(rec.labels[:count], np.int64).copy())
+        target["eval_iscrowd"] = torch.from_numpy(np.asarray(rec.iscrowd[:count], bool).copy())
+        return image, target
 
 
 def build_eval_dataset(base, img_size: int) -> EvalDataset:
