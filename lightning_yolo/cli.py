@@ -187,6 +187,10 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> YOLOCLI:
         args=args,
         run=run,
         seed_everything_default=0,
+        # one documented way to set the optimizer: --model.optimizer_name / --model.lr (or --model.optimizer, which
+        # keeps the parameter groups and the schedule). LightningCLI's top-level --optimizer / --lr_scheduler would
+        # replace configure_optimizers and silently drop warmup, cosine and the no-decay groups.
+        auto_configure_optimizers=False,
     )
 
 

@@ -381,6 +381,13 @@ class YOLOModule(pl.LightningModule):
         groups = param_groups(self.model, hp.weight_decay, trainable_only=False)
         if self.optimizer_factory is not None:
             optimizer = self.optimizer_factory(groups)
+            # said loudly (shown by default): which settings the override replaces and what it keeps
+            schedule = "the given lr_scheduler" if self.scheduler_factory is not None else "the warmup + cosine schedule"
+            rank_zero_info(
+                f"model.optimizer {type(optimizer).__name__} (lr {optimizer.param_groups[0]['lr']:g}) replaces "
+                f"optimizer_name={hp.optimizer_name!r}, lr={hp.lr:g}, momentum={hp.momentum:g}; kept: the parameter "
+                f"groups (weight decay {hp.weight_decay:g} on weights, none on norms and biases) and {schedule}"
+            )
         else:
             optimizer = (
                 torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
