@@ -367,12 +367,24 @@ class YOLOModule(pl.LightningModule):
                 m.train(not frozen and self.training)
 
     def on_train_epoch_start(self) -> None:
+        self._validate_last_epoch()
         n = int(self.hparams.freeze_backbone_epochs)
         if n > 0:
             frozen = self.current_epoch < n
             self._set_backbone_frozen(frozen)
             if self.current_epoch == n:
                 log.info("unfreezing the backbone at epoch %d", n)
+
+    def _validate_last_epoch(self) -> None:
+        """Every fit ends with a validation: with ``check_val_every_n_epoch=6`` a 3-epoch run would print no metric
+        and write no best checkpoint. The last epoch of a ``max_epochs`` run validates whatever the period."""
+        trainer = self.trainer
+        period, max_epochs = trainer.check_val_every_n_epoch, trainer.max_epochs
+        if period is None or period <= 1 or max_epochs is None or max_epochs < 1:
+            return
+        if self.current_epoch == max_epochs - 1 and max_epochs % period:
+            trainer.check_val_every_n_epoch = 1
+            rank_zero_info(f"validating the last epoch ({max_epochs}) too (check_val_every_n_epoch={period})")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -326,9 +327,22 @@ class YOLODataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
         )
 
+    def _check_close_mosaic(self) -> None:
+        """Say so when close-mosaic covers the whole run (e.g. the demo's 4 closed epochs in a 3-epoch run)."""
+        hp = self.hparams
+        n = int(self.close_mosaic_epochs or 0)
+        max_epochs = getattr(self.trainer, "max_epochs", None) if self.trainer is not None else None
+        multi = self.augment and max(hp.mosaic_prob, hp.mixup_prob, hp.cutmix_prob) > 0
+        if multi and n > 0 and self._force_multi_image is None and max_epochs is not None and 0 < max_epochs <= n:
+            rank_zero_warn(
+                f"close_mosaic_epochs={n} covers the whole run (max_epochs={max_epochs}): Mosaic / MixUp / CutMix never "
+                "run; set data.close_mosaic_epochs below max_epochs (0 keeps them on to the end)"
+            )
+
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             self.setup("fit")
+        self._check_close_mosaic()
         world, rank = self._dist()
         sampler = TrainSampler(
             self.train_dataset,
