@@ -68,6 +68,9 @@ class YOLOModule(pl.LightningModule):
         init_from: fine-tune: a checkpoint of this package or a plain ``state_dict`` whose matching tensors
             initialise the model (the head is re-initialised when the class list differs).
         freeze_backbone_epochs: keep the backbone frozen (weights and BatchNorm statistics) for this many epochs.
+        cross_minibatch_norm: CmBN (YOLOv4 paper, BoF): every BatchNorm normalises the k-th mini-batch of an
+            accumulated batch (``trainer.accumulate_grad_batches``) with the statistics of mini-batches 1..k of that
+            batch (:mod:`lightning_yolo.training.cmbn`). Without gradient accumulation it is plain BatchNorm.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class YOLOModule(pl.LightningModule):
         predict_max_det: int = 300,
         init_from: str | None = None,
         freeze_backbone_epochs: int = 0,
+        cross_minibatch_norm: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -114,6 +118,10 @@ class YOLOModule(pl.LightningModule):
         self._resume_rng_state: dict[str, Any] | None = None
         self.scheduler_factory = lr_scheduler
         self.model = create_model(model_name, num_classes=num_classes, **(model_overrides or {}))
+        if cross_minibatch_norm:
+            from .training.cmbn import convert_cross_minibatch_norm
+
+            self.model = convert_cross_minibatch_norm(self.model)
         self.loss = self._make_loss()
         self.val_map = self._make_metric()
         self.test_map = self._make_metric()
@@ -365,6 +373,14 @@ class YOLOModule(pl.LightningModule):
         for m in self.model.backbone.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.train(not frozen and self.training)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # CmBN: the first mini-batch of every accumulated batch starts new statistics (Lightning steps the optimizer
+        # after batches accumulate_grad_batches-1, 2*accumulate_grad_batches-1, ... and at the epoch's last batch)
+        if self.hparams.get("cross_minibatch_norm") and batch_idx % max(1, self.trainer.accumulate_grad_batches) == 0:
+            from .training.cmbn import reset_cross_minibatch_norm
+
+            reset_cross_minibatch_norm(self.model)
 
     def on_train_epoch_start(self) -> None:
         self._validate_last_epoch()
