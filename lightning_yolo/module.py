@@ -125,10 +125,14 @@ class YOLOModule(pl.LightningModule):
         self.loss = self._make_loss()
         self.val_map = self._make_metric()
         self.test_map = self._make_metric()
+        # anchors are network buffers: after any load_state_dict (resume, load_from_checkpoint) the loss and the
+        # config follow them
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module._sync_anchors())
         if init_from:
             from .checkpoint import load_matching_weights
 
             report = load_matching_weights(self.model, init_from)
+            self._sync_anchors()  # the source's anchors came with its weights
             # rank_zero_info: the load report is shown by default (loaded / skipped / re-initialised)
             rank_zero_info(f"init_from {init_from}: {report.summary()}")
 
@@ -460,6 +464,43 @@ class YOLOModule(pl.LightningModule):
                     f"re-planned the learning-rate schedule over {total} steps (was {previous}): "
                     f"lr {scheduler.get_last_lr()[0]:.3g} at step {scheduler.last_epoch}"
                 )
+
+    def replan_schedule(self) -> None:
+        """Re-plan the default warmup + cosine schedule over the trainer's current run length.
+
+        Called by :class:`~lightning_yolo.recipe.TimeBudget` when it changes ``max_epochs``; the learning rate moves
+        to the re-planned curve's value at the current step.
+        """
+        if self.scheduler_factory is not None or not self.trainer.lr_scheduler_configs:
+            return
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        if isinstance(scheduler, WarmupCosineLR):
+            total, warmup = self._planned_steps()
+            if scheduler.total_steps != total:
+                # the warmup keeps its length, but never more than a third of a short run
+                scheduler.set_total_steps(total, min(scheduler.warmup_steps, max(warmup, total // 3)))
+
+    # ------------------------------------------------------------------ anchors
+    def set_anchors(self, anchors: Sequence[Sequence[Sequence[float]]]) -> None:
+        """Replace the anchors (``[levels][anchors][w, h]`` pixels) of the network, its config and the loss."""
+        from .models.anchors import anchors_tensor
+
+        new = anchors_tensor(anchors)
+        current = self.model.anchors.anchors
+        if new.shape != current.shape:
+            raise ValueError(f"anchors must have shape {list(current.shape)} like the model's, got {list(new.shape)}")
+        with torch.no_grad():
+            current.copy_(new.to(current))
+        self._sync_anchors()
+
+    def _sync_anchors(self) -> None:
+        """Loss buffers and ``model.cfg`` follow the network's anchor buffer (after a change or a load)."""
+        anchors = self.model.anchors.anchors
+        with torch.no_grad():
+            self.loss.anchors.copy_(anchors.to(self.loss.anchors))
+        as_list = tuple(tuple((round(float(w), 4), round(float(h), 4)) for w, h in lvl) for lvl in anchors.tolist())
+        if tuple(tuple(tuple(a) for a in lvl) for lvl in self.model.cfg.anchors) != as_list:
+            self.model.cfg = self.model.cfg.replace(anchors=as_list)
 
     # ------------------------------------------------------------------ checkpoints
     @torch.no_grad()
