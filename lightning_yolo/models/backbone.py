@@ -10,7 +10,10 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["Backbone"]
+__all__ = ["Backbone", "PACKAGE_BACKBONES"]
+
+#: Backbones built by this package (not timm models): darknet's CSPDarknet53-tiny (:mod:`.tiny`).
+PACKAGE_BACKBONES = ("cspdarknet53_tiny",)
 
 
 def _scaled_cspnet_cfg(name: str, width: float | None, depth: float | None):
@@ -47,8 +50,10 @@ class Backbone(nn.Module):
         act: activation override passed to timm as ``act_layer`` (``"mish"``, ``"leaky_relu"``, ...).
         width: channel multiplier for timm CSPNet models (``None`` keeps the named model).
         depth: block-count multiplier for timm CSPNet models.
-        pretrained: path to a local checkpoint file (a timm state dict of the full classification model);
-            weights are never downloaded.
+        pretrained: ``None`` / ``False``: random initialisation; a path: a local checkpoint file (a timm state
+            dict of the full classification model), read offline; ``True``: timm's ImageNet weights, downloaded
+            through timm's own hub support (Hugging Face Hub) on first use and cached.
+        bn_eps: BatchNorm epsilon of the package's own backbones (timm models keep theirs, 1e-5).
     """
 
     def __init__(
@@ -58,16 +63,27 @@ class Backbone(nn.Module):
         act: str | None = None,
         width: float | None = None,
         depth: float | None = None,
-        pretrained: str | None = None,
+        pretrained: str | bool | None = None,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        if pretrained is False:
+            pretrained = None
+        if name in PACKAGE_BACKBONES:
+            self._init_package_backbone(name, strides, act, width, depth, pretrained, bn_eps)
+            return
         kwargs: dict = {"features_only": True}
         if act is not None:
             kwargs["act_layer"] = act
-        if pretrained is not None:
+        if isinstance(pretrained, str | os.PathLike):
             if not os.path.isfile(pretrained):
-                raise FileNotFoundError(f"pretrained_backbone: no such file {pretrained!r} (weights are never downloaded)")
+                raise FileNotFoundError(
+                    f"pretrained_backbone: no such file {pretrained!r} (a path is read offline; "
+                    "pretrained_backbone: true downloads timm's ImageNet weights)"
+                )
             kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(pretrained)}
+        elif pretrained is not None and pretrained is not True:
+            raise ValueError(f"pretrained_backbone must be a file path, true or false/null, got {pretrained!r}")
         if not timm.is_model(name):
             raise ValueError(f"backbone: unknown timm model {name!r}; see timm.list_models('*darknet*')")
         scaled = width not in (None, 1.0) or depth not in (None, 1.0)
@@ -87,14 +103,29 @@ class Backbone(nn.Module):
                 **kwargs,
             )
         else:
+            # a path: timm reads the file (pretrained_cfg_overlay); True: timm downloads through its hub support
             self.body = timm.create_model(name, pretrained=pretrained is not None, **kwargs)
-        reductions = list(self.body.feature_info.reduction())
+        self._pick_levels(name, strides, list(self.body.feature_info.reduction()), self.body.feature_info.channels())
+
+    def _init_package_backbone(self, name, strides, act, width, depth, pretrained, bn_eps) -> None:
+        from .tiny import CSPDarknetTiny
+
+        if pretrained is not None:
+            raise ValueError(
+                f"pretrained_backbone: backbone {name!r} has no ImageNet weights; start from darknet weights instead "
+                "(lightning-yolo convert, or --model.init_from yolov4-tiny.weights)"
+            )
+        if depth not in (None, 1.0):
+            raise ValueError(f"backbone_depth does not apply to backbone {name!r} (fixed depth), got {depth!r}")
+        self.body = CSPDarknetTiny(act=act or "leaky", eps=bn_eps, width=1.0 if width is None else float(width))
+        self._pick_levels(name, strides, self.body.reductions(), self.body.channels())
+
+    def _pick_levels(self, name: str, strides: Sequence[int], reductions: list[int], channels: list[int]) -> None:
         missing = [s for s in strides if s not in reductions]
         if missing:
             raise ValueError(f"backbone {name!r} has feature strides {reductions}; strides {missing} are missing")
         #: indices into the features_only output list of the requested strides
         self.level_indices: list[int] = [reductions.index(s) for s in strides]
-        channels = self.body.feature_info.channels()
         self.out_channels: list[int] = [channels[i] for i in self.level_indices]
         self.strides: list[int] = list(strides)
 

@@ -25,9 +25,14 @@ class ModelCfg:
             ``None`` keeps the timm default.
         backbone_width: channel multiplier applied to a timm CSPNet config (``None`` or 1.0: the named model as is).
         backbone_depth: block-count multiplier applied to a timm CSPNet config.
-        pretrained_backbone: path to a local timm checkpoint for the backbone; weights are never downloaded.
+        pretrained_backbone: ``None`` / ``False`` (default): no ImageNet weights (offline); a path: a local timm
+            checkpoint for the backbone, read offline; ``True``: timm's ImageNet weights through timm's hub support
+            (downloaded once, then cached).
         neck_act: activation of the neck and head convolutions (``"leaky"`` = leaky ReLU slope 0.1, darknet).
         neck_width: multiplier on the neck widths (each level's neck width is half its backbone channels).
+        neck: ``"pan"`` (SPP + PAN, three levels, yolov4.cfg) or ``"tiny_fpn"`` (yolov4-tiny.cfg, two levels).
+        bn_eps: BatchNorm epsilon of the neck, the head and the package's own backbones (darknet: 1e-5; 1e-3, the
+            YOLOX value, is the default of the timm-backbone variants trained here; darknet weights load with 1e-5).
         spp_kernels: max-pool kernel sizes of SPP (darknet yolov4.cfg: 5, 9, 13); empty disables SPP.
         sam: modified (point-wise) spatial attention on each PAN output (YOLOv4 paper, section 3.4).
         dropblock: DropBlock probability in the neck (0 disables); ``dropblock_size`` is its block size.
@@ -42,9 +47,11 @@ class ModelCfg:
     backbone_act: str | None = "mish"
     backbone_width: float | None = None
     backbone_depth: float | None = None
-    pretrained_backbone: str | None = None
+    pretrained_backbone: str | bool | None = None
     neck_act: str = "leaky"
     neck_width: float = 1.0
+    neck: str = "pan"
+    bn_eps: float = 1e-3
     spp_kernels: tuple[int, ...] = (5, 9, 13)
     sam: bool = False
     dropblock: float = 0.0
@@ -104,6 +111,11 @@ MODEL_CFGS: dict[str, ModelCfg] = {
     "yolov4_cs3darknet_s": ModelCfg(backbone="cs3darknet_s", backbone_act=None),
     "yolov4_cs3darknet_m": ModelCfg(backbone="cs3darknet_m", backbone_act=None),
     "yolov4_cs3darknet_l": ModelCfg(backbone="cs3darknet_l", backbone_act=None),
+    # Scaled members for small data and CPUs: timm's cs3darknet_s with width / depth multipliers (timm's own
+    # CSPNet scaling), the neck at half the backbone widths as above. nano: 3.1M parameters, 6.3 GFLOPs at 640;
+    # small: 7.0M, 14.0 GFLOPs at 640 (80 classes).
+    "yolov4_nano": ModelCfg(backbone="cs3darknet_s", backbone_act=None, backbone_width=0.5, backbone_depth=1.0),
+    "yolov4_small": ModelCfg(backbone="cs3darknet_s", backbone_act=None, backbone_width=0.75, backbone_depth=1.0),
     # A quarter-width, one-block-per-stage CS3Darknet for tests and the CPU demo (~0.3M parameters). Not darknet's
     # yolov4-tiny: a test-size network.
     "yolov4_pico": ModelCfg(
@@ -113,5 +125,17 @@ MODEL_CFGS: dict[str, ModelCfg] = {
         backbone_depth=0.34,
         neck_width=0.5,
         anchors=_SMALL_ANCHORS,
+    ),
+    # darknet's yolov4-tiny (cfg/yolov4-tiny.cfg): CSPDarknet53-tiny with channel-split routes, leaky ReLU, two
+    # levels (strides 16, 32) with darknet's anchors and masks 1,2,3 / 3,4,5; ~6.1M parameters, ~6.9 GFLOPs at 416.
+    "yolov4_tiny": ModelCfg(
+        backbone="cspdarknet53_tiny",
+        backbone_act="leaky",
+        neck="tiny_fpn",
+        bn_eps=1e-5,
+        spp_kernels=(),
+        anchors=(((23, 27), (37, 58), (81, 82)), ((81, 82), (135, 169), (344, 319))),
+        strides=(16, 32),
+        scale_x_y=(1.05, 1.05),
     ),
 }

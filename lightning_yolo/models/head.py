@@ -14,7 +14,7 @@ __all__ = ["YOLOHead"]
 
 
 class YOLOHead(nn.Module):
-    """Three-level anchor-based head.
+    """Anchor-based head, one 3x3 stem and one 1x1 prediction convolution per level.
 
     Args:
         in_channels: neck channels per level.
@@ -23,6 +23,9 @@ class YOLOHead(nn.Module):
         act: activation of the 3x3 convolutions.
         prior_prob: initial objectness probability.
         cls_prior_prob: initial class probability (``None``: ``1 / C``).
+        stem_channels: output channels of each level's 3x3 convolution (``None``: twice its input, yolov4.cfg;
+            yolov4-tiny's stride-16 level maps 384 -> 256).
+        bn_eps: BatchNorm epsilon of the 3x3 convolutions (darknet: 1e-5).
 
     ``forward(feats) -> list[Tensor[B, A*(5+C), H, W]]``; per anchor the channels are
     ``(t_x, t_y, t_w, t_h, objectness, class_0 .. class_{C-1})``.
@@ -36,13 +39,22 @@ class YOLOHead(nn.Module):
         act: str = "leaky",
         prior_prob: float = 0.01,
         cls_prior_prob: float | None = None,
+        stem_channels: Sequence[int] | None = None,
+        bn_eps: float = 1e-3,
     ) -> None:
         super().__init__()
         self.in_channels = list(in_channels)
         self.anchors_per_level = anchors_per_level
         self.prior_prob = prior_prob
         self.cls_prior_prob = cls_prior_prob
-        self.stems = nn.ModuleList(ConvNormAct(c, 2 * c, 3, act=act) for c in self.in_channels)
+        if stem_channels is None:
+            stem_channels = [2 * c for c in self.in_channels]
+        if len(stem_channels) != len(self.in_channels):
+            raise ValueError(f"stem_channels {list(stem_channels)} must have one value per level {self.in_channels}")
+        self.stem_channels = [int(c) for c in stem_channels]
+        self.stems = nn.ModuleList(
+            ConvNormAct(c, s, 3, act=act, eps=bn_eps) for c, s in zip(self.in_channels, self.stem_channels)
+        )
         self.num_classes = 0
         self.preds = nn.ModuleList()
         self.reset(num_classes)
@@ -54,7 +66,7 @@ class YOLOHead(nn.Module):
         self.num_classes = int(num_classes)
         device = self.stems[0].conv.weight.device
         outs = self.anchors_per_level * (5 + self.num_classes)
-        self.preds = nn.ModuleList(nn.Conv2d(2 * c, outs, 1, bias=True) for c in self.in_channels).to(device)
+        self.preds = nn.ModuleList(nn.Conv2d(c, outs, 1, bias=True) for c in self.stem_channels).to(device)
         self.init_bias()
 
     @torch.no_grad()

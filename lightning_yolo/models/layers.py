@@ -39,11 +39,14 @@ class ConvNormAct(nn.Module):
     State-dict keys are ``conv.*`` and ``bn.*``; :func:`fuse_conv_bn_` folds ``bn`` into ``conv``.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, act: str = "leaky") -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, act: str = "leaky", eps: float = 1e-3
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, bias=False)
-        # eps / momentum as in darknet (batchnorm with 0.99 running average) and YOLOX.
-        self.bn: nn.Module = nn.BatchNorm2d(out_chs, eps=1e-3, momentum=0.03)
+        # momentum as YOLOX; eps 1e-3 as YOLOX by default, 1e-5 for darknet's own networks and weights
+        # (darknet normalises with sqrt(var + 1e-5)); see ModelCfg.bn_eps.
+        self.bn: nn.Module = nn.BatchNorm2d(out_chs, eps=eps, momentum=0.03)
         self.act = get_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +78,9 @@ class SAM(nn.Module):
     ``y = x * sigmoid(BN(conv1x1(x)))`` (darknet ``yolov4-sam`` cfgs: a logistic ``[convolutional]`` then ``[sam]``).
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, eps: float = 1e-3) -> None:
         super().__init__()
-        self.attn = ConvNormAct(channels, channels, 1, act="sigmoid")
+        self.attn = ConvNormAct(channels, channels, 1, act="sigmoid", eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attn(x)

@@ -17,13 +17,13 @@ from .layers import SAM, SPP, ConvNormAct, DropBlock2d
 __all__ = ["PANNeck"]
 
 
-def _conv_stack(in_chs: int, width: int, n: int, act: str) -> nn.Sequential:
+def _conv_stack(in_chs: int, width: int, n: int, act: str, eps: float = 1e-3) -> nn.Sequential:
     """Darknet's alternating 1x1 (width) / 3x3 (2*width) convolutions, ``n`` layers, ending on a 1x1."""
     layers = []
     chs = in_chs
     for i in range(n):
         k, out = (1, width) if i % 2 == 0 else (3, width * 2)
-        layers.append(ConvNormAct(chs, out, k, act=act))
+        layers.append(ConvNormAct(chs, out, k, act=act, eps=eps))
         chs = out
     return nn.Sequential(*layers)
 
@@ -39,6 +39,7 @@ class PANNeck(nn.Module):
         sam: apply modified SAM to each output.
         dropblock: DropBlock probability applied to each output while training (0 disables).
         dropblock_size: DropBlock block size.
+        bn_eps: BatchNorm epsilon (darknet: 1e-5).
 
     ``forward(feats) -> [N3, N4, N5]`` with channels :attr:`out_channels`.
     """
@@ -52,6 +53,7 @@ class PANNeck(nn.Module):
         sam: bool = False,
         dropblock: float = 0.0,
         dropblock_size: int = 7,
+        bn_eps: float = 1e-3,
     ) -> None:
         super().__init__()
         if len(in_channels) != 3:
@@ -59,23 +61,23 @@ class PANNeck(nn.Module):
         c3, c4, c5 = in_channels
         w3, w4, w5 = (max(8, int(round(c * width / 2))) for c in in_channels)
         # Deepest level: 3 convs, SPP, 3 convs (darknet layers 105-116).
-        self.pre_spp = _conv_stack(c5, w5, 3, act)
+        self.pre_spp = _conv_stack(c5, w5, 3, act, bn_eps)
         self.spp = SPP(spp_kernels) if len(spp_kernels) else nn.Identity()
-        self.post_spp = _conv_stack(w5 * (len(spp_kernels) + 1), w5, 3, act)
+        self.post_spp = _conv_stack(w5 * (len(spp_kernels) + 1), w5, 3, act, bn_eps)
         # Top-down path.
-        self.reduce5 = ConvNormAct(w5, w4, 1, act=act)
-        self.lateral4 = ConvNormAct(c4, w4, 1, act=act)
-        self.td4 = _conv_stack(2 * w4, w4, 5, act)
-        self.reduce4 = ConvNormAct(w4, w3, 1, act=act)
-        self.lateral3 = ConvNormAct(c3, w3, 1, act=act)
-        self.td3 = _conv_stack(2 * w3, w3, 5, act)
+        self.reduce5 = ConvNormAct(w5, w4, 1, act=act, eps=bn_eps)
+        self.lateral4 = ConvNormAct(c4, w4, 1, act=act, eps=bn_eps)
+        self.td4 = _conv_stack(2 * w4, w4, 5, act, bn_eps)
+        self.reduce4 = ConvNormAct(w4, w3, 1, act=act, eps=bn_eps)
+        self.lateral3 = ConvNormAct(c3, w3, 1, act=act, eps=bn_eps)
+        self.td3 = _conv_stack(2 * w3, w3, 5, act, bn_eps)
         # Bottom-up path (PAN, concatenation instead of addition: YOLOv4 paper section 3.4).
-        self.down3 = ConvNormAct(w3, w4, 3, stride=2, act=act)
-        self.bu4 = _conv_stack(2 * w4, w4, 5, act)
-        self.down4 = ConvNormAct(w4, w5, 3, stride=2, act=act)
-        self.bu5 = _conv_stack(2 * w5, w5, 5, act)
+        self.down3 = ConvNormAct(w3, w4, 3, stride=2, act=act, eps=bn_eps)
+        self.bu4 = _conv_stack(2 * w4, w4, 5, act, bn_eps)
+        self.down4 = ConvNormAct(w4, w5, 3, stride=2, act=act, eps=bn_eps)
+        self.bu5 = _conv_stack(2 * w5, w5, 5, act, bn_eps)
         self.out_channels: list[int] = [w3, w4, w5]
-        self.sam = nn.ModuleList(SAM(c) for c in self.out_channels) if sam else None
+        self.sam = nn.ModuleList(SAM(c, eps=bn_eps) for c in self.out_channels) if sam else None
         self.dropblock = DropBlock2d(dropblock, dropblock_size) if dropblock > 0 else None
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:

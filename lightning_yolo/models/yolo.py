@@ -1,4 +1,4 @@
-"""The YOLOv4 network: timm backbone -> SPP + PAN neck -> three-level YOLO head.
+"""The YOLOv4 network: backbone (timm, or CSPDarknet53-tiny) -> neck (SPP + PAN, or yolov4-tiny's FPN) -> YOLO head.
 
 The network never sees targets or losses, so it exports on its own (effdet's separation).
 """
@@ -16,6 +16,7 @@ from .config import ModelCfg
 from .head import YOLOHead
 from .layers import fuse_conv_bn_
 from .neck import PANNeck
+from .tiny import TinyFPNNeck
 
 __all__ = ["YOLOv4"]
 
@@ -28,7 +29,7 @@ class YOLOv4(nn.Module):
         num_classes: number of object classes ``C``.
 
     ``forward(images: [B, 3, H, W] float, H and W multiples of 32) -> list[Tensor[B, A*(5+C), H/s, W/s]]``
-    for ``s`` in ``cfg.strides`` (8, 16, 32): the raw head maps, same type in train and eval.
+    for ``s`` in ``cfg.strides`` ((8, 16, 32); yolov4-tiny: (16, 32)): the raw head maps, same type in train and eval.
     """
 
     def __init__(self, cfg: ModelCfg, num_classes: int) -> None:
@@ -42,16 +43,28 @@ class YOLOv4(nn.Module):
             width=cfg.backbone_width,
             depth=cfg.backbone_depth,
             pretrained=cfg.pretrained_backbone,
+            bn_eps=cfg.bn_eps,
         )
-        self.neck = PANNeck(
-            self.backbone.out_channels,
-            width=cfg.neck_width,
-            act=cfg.neck_act,
-            spp_kernels=cfg.spp_kernels,
-            sam=cfg.sam,
-            dropblock=cfg.dropblock,
-            dropblock_size=cfg.dropblock_size,
-        )
+        self.neck: PANNeck | TinyFPNNeck
+        if cfg.neck == "pan":
+            self.neck = PANNeck(
+                self.backbone.out_channels,
+                width=cfg.neck_width,
+                act=cfg.neck_act,
+                spp_kernels=cfg.spp_kernels,
+                sam=cfg.sam,
+                dropblock=cfg.dropblock,
+                dropblock_size=cfg.dropblock_size,
+                bn_eps=cfg.bn_eps,
+            )
+        elif cfg.neck == "tiny_fpn":
+            unsupported = {"spp_kernels": cfg.spp_kernels, "sam": cfg.sam, "dropblock": cfg.dropblock}
+            bad = {k: v for k, v in unsupported.items() if v}
+            if bad or cfg.neck_width != 1.0:
+                raise ValueError(f"neck 'tiny_fpn' (yolov4-tiny) has no SPP, SAM, DropBlock or neck_width; got {bad}")
+            self.neck = TinyFPNNeck(self.backbone.out_channels, act=cfg.neck_act, bn_eps=cfg.bn_eps)
+        else:
+            raise ValueError(f"neck must be 'pan' or 'tiny_fpn', got {cfg.neck!r}")
         self.head = YOLOHead(
             self.neck.out_channels,
             num_classes,
@@ -59,6 +72,8 @@ class YOLOv4(nn.Module):
             act=cfg.neck_act,
             prior_prob=cfg.prior_prob,
             cls_prior_prob=cfg.cls_prior_prob,
+            stem_channels=getattr(self.neck, "head_channels", None),
+            bn_eps=cfg.bn_eps,
         )
         self.max_stride = int(max(cfg.strides))
 

@@ -35,6 +35,23 @@ __all__ = ["YOLOLoss", "BOX_LOSSES"]
 BOX_LOSSES: tuple[str, ...] = IOU_KINDS
 
 
+
+#: YOLOv5's objectness ``balance`` by level stride (its 3-level (4.0, 1.0, 0.4) and 4-level extension).
+STRIDE_OBJ_WEIGHTS = {8: 4.0, 16: 1.0, 32: 0.4, 64: 0.1}
+
+
+def _stride_obj_weights(mode: str, strides: Sequence[float]) -> tuple[float, ...]:
+    if mode != "stride":
+        raise ValueError(f"level_obj_weights must be a sequence, None or 'stride', got {mode!r}")
+    missing = [int(s) for s in strides if int(s) not in STRIDE_OBJ_WEIGHTS]
+    if missing:
+        raise ValueError(
+            f"level_obj_weights='stride' knows strides {sorted(STRIDE_OBJ_WEIGHTS)}, not {missing}; pass one weight "
+            "per level"
+        )
+    return tuple(STRIDE_OBJ_WEIGHTS[int(s)] for s in strides)
+
+
 class YOLOLoss(nn.Module):
     """YOLOv4 loss on the raw head maps.
 
@@ -63,8 +80,10 @@ class YOLOLoss(nn.Module):
         obj_weight: weight of ``obj`` (darknet ``obj_normalizer=1.0``).
         cls_weight: weight of ``cls`` (darknet ``cls_normalizer=1.0`` on summed deltas; see the note below).
         level_obj_weights: per level multipliers of the objectness term, finest first; ``None`` weighs the
-            levels equally. The default ``(4.0, 1.0, 0.4)`` (YOLOv5's ``balance``) offsets the mean over the many
-            cells of the stride-8 map, where a positive would otherwise weigh 16x less than on stride 32.
+            levels equally. The default ``"stride"`` gives each level the weight of its stride in YOLOv5's
+            ``balance`` (stride 8: 4.0, 16: 1.0, 32: 0.4, 64: 0.1), so (4.0, 1.0, 0.4) for strides 8/16/32 and
+            (1.0, 0.4) for yolov4-tiny's 16/32; it offsets the mean over the many cells of the fine maps, where a
+            positive would otherwise weigh 16x less on stride 8 than on stride 32.
         neighbour_cells: also assign the neighbouring cells that can reach the centre (see :mod:`.assigner`).
 
     Note on the weights: darknet sums every delta (``iou_normalizer=0.07`` per box, ``cls_normalizer=1.0`` per
@@ -104,7 +123,7 @@ class YOLOLoss(nn.Module):
         box_weight: float = 0.05,
         obj_weight: float = 1.0,
         cls_weight: float = 0.02,
-        level_obj_weights: Sequence[float] | None = (4.0, 1.0, 0.4),
+        level_obj_weights: Sequence[float] | str | None = "stride",
         neighbour_cells: bool = False,
     ) -> None:
         super().__init__()
@@ -128,6 +147,8 @@ class YOLOLoss(nn.Module):
         num_levels = anchors.num_levels
         if level_obj_weights is None:
             level_obj_weights = (1.0,) * num_levels
+        elif isinstance(level_obj_weights, str):
+            level_obj_weights = _stride_obj_weights(level_obj_weights, anchors.strides.tolist())
         level_obj_weights = tuple(float(w) for w in level_obj_weights)
         if len(level_obj_weights) != num_levels:
             raise ValueError(f"level_obj_weights needs {num_levels} values (one per level), got {level_obj_weights}")
