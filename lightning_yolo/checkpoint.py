@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "load_matching_weights", "read_state_dict"]
+__all__ = ["LoadReport", "check_checkpoint_file", "load_checkpoint_dict", "load_matching_weights", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,57 @@ class LoadReport:
         )
 
 
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """Cheap checks that ``path`` is a complete ``torch.save`` file, raising an error that names it.
+
+    Reads only the file size and the zip directory at the end of the file (where a cut-off write shows), not the
+    tensors. Legacy (pre-1.6, non-zip) pickle files pass.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a folder, an empty file, or a file that is not (or no longer) a complete checkpoint.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; expected a checkpoint file (.ckpt)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(
+            f"{path}: checkpoint file is empty (0 bytes; an interrupted copy or write?); use another checkpoint, "
+            "e.g. best.ckpt or an earlier last.ckpt"
+        )
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            legacy = f.read(2) == b"\x80\x02"  # pickle protocol 2: torch's pre-zip format
+        if not legacy:
+            raise ValueError(
+                f"{path}: not a complete PyTorch checkpoint ({size} bytes, no zip directory at its end): the file is "
+                "truncated (a write or copy was interrupted) or another kind of file; use another checkpoint"
+            )
+
+
+def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a checkpoint dict, with errors that name the file.
+
+    Raises:
+        FileNotFoundError / ValueError: see :func:`check_checkpoint_file`; a file torch cannot read; not a dict.
+    """
+    path = os.fspath(path)
+    check_checkpoint_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle / zip errors: the file is not a torch checkpoint
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {reason[:300]})"
+        ) from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict or a state_dict, got {type(obj).__name__}")
+    return obj
+
+
 def read_state_dict(path: str | os.PathLike, prefix: str = "model.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a network state dict from a Lightning checkpoint of this package or a plain ``state_dict`` file.
 
@@ -44,14 +96,7 @@ def read_state_dict(path: str | os.PathLike, prefix: str = "model.") -> tuple[di
         ``(state_dict, hyper_parameters)``; the hyper-parameters are empty for a plain state dict.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path!r}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle / zip errors: the file is not a torch checkpoint
-        raise ValueError(f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a checkpoint dict or a state_dict, got {type(obj).__name__}")
+    obj = load_checkpoint_dict(path)
     hparams: dict[str, Any] = dict(obj.get("hyper_parameters") or {})
     if "state_dict" in obj:
         sd = obj["state_dict"]

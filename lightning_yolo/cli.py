@@ -18,8 +18,10 @@ import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import LastCheckpoint, PredictionWriter, ensure_last_checkpoint
+from .checkpoint import check_checkpoint_file, load_checkpoint_dict
 from .checkpoint_io import install_atomic_checkpoint_io
 from .data.datamodule import YOLODataModule
+from .errors import InterruptNotice, SuggestingArgumentParser, run_reporting_errors
 from .module import YOLOModule
 
 __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
@@ -79,7 +81,16 @@ class YOLOCLI(LightningCLI):
             for key in self._typed_model_keys():
                 if f"{sub}.model.{key}" in self.config:
                     typed[key] = self.config[f"{sub}.model.{key}"]
-        super()._parse_ckpt_path()
+        ckpt_path = self.config.get(f"{sub}.ckpt_path") if sub else None
+        if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
+            check_checkpoint_file(ckpt_path)  # an error naming the file, not torch's EOFError / zip error
+        try:
+            super()._parse_ckpt_path()
+        except (RuntimeError, EOFError, OSError, AttributeError) as err:
+            raise ValueError(
+                f"{ckpt_path}: cannot be read as a checkpoint of this package ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+            ) from err
         for key, value in typed.items():
             self.config[f"{sub}.model.{key}"] = value
 
@@ -150,6 +161,7 @@ class YOLOCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         trainer = super().instantiate_trainer(**kwargs)
         install_atomic_checkpoint_io(trainer)  # a crash mid-write never destroys the previous last.ckpt
+        trainer.callbacks.append(InterruptNotice(getattr(self, "_argv", None)))  # Ctrl-C / SIGTERM: how to resume
         if self.subcommand in (None, "fit"):
             ensure_last_checkpoint(trainer.callbacks)  # last.ckpt = the last epoch, for fit --ckpt_path
         return trainer
@@ -184,6 +196,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> YOLOCLI:
         YOLOModule,
         YOLODataModule,
         save_config_kwargs={"overwrite": True},
+        parser_class=SuggestingArgumentParser,
         args=args,
         run=run,
         seed_everything_default=0,
@@ -225,7 +238,7 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 def checkpoint_data_args(ckpt_path: str) -> list[str]:
     """``--data.*`` flags holding the data settings saved in a checkpoint (:data:`CKPT_DATA_KEYS`); ``[]`` when the
     checkpoint has none (not written by this package's DataModule)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint_dict(ckpt_path)  # errors name the file (empty, truncated, not a checkpoint)
     saved = ckpt.get("datamodule_hyper_parameters") or {}
     out = []
     for key in CKPT_DATA_KEYS:
@@ -251,8 +264,16 @@ def with_checkpoint_data(argv: list[str]) -> list[str]:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lightning-yolo`` console script and ``python -m lightning_yolo``."""
-    argv = list(sys.argv[1:] if args is None else args)
+    """Entry point of the ``lightning-yolo`` console script and ``python -m lightning_yolo``.
+
+    User errors (data, config, checkpoint, paths, disk) end with one ``error: ...`` line on stderr and exit status 2
+    (``SystemExit``, whose ``__cause__`` is the original exception); ``--traceback`` or ``LIGHTNING_YOLO_TRACEBACK=1``
+    shows the full trace. See :mod:`lightning_yolo.errors`.
+    """
+    run_reporting_errors(_run, list(sys.argv[1:] if args is None else args))
+
+
+def _run(argv: list[str]) -> None:
     if argv and argv[0] in EXTRA_COMMANDS:
         from . import tools
 
