@@ -49,6 +49,9 @@ class YOLOPredictor(nn.Module):
         nms_kind: ``"diou"`` (DIoU-NMS, darknet ``nms_kind=diounms``) or ``"greedy"``.
         beta_nms: DIoU-NMS exponent on the centre-distance penalty (darknet ``beta_nms``).
         max_det: detections kept per image.
+        max_nms: candidates per image entering NMS, the best by score (as YOLOv5's ``max_nms`` and mmdetection's ``nms_pre``). An untrained
+            model passes ``score_thresh=0.001`` with every box (6,300 per image at 320 px for one class); capping
+            keeps early validations about as fast as later ones (``benchmarks/validation_speed.py``).
         class_agnostic: NMS across classes instead of per class.
         multi_label: a box may be reported for every class above ``score_thresh``.
         class_names: optional names for the labels (``predict`` then adds ``names`` to each result).
@@ -66,6 +69,7 @@ class YOLOPredictor(nn.Module):
         nms_kind: str = "diou",
         beta_nms: float = 0.6,
         max_det: int = 300,
+        max_nms: int = 3000,
         class_agnostic: bool = False,
         multi_label: bool = False,
         class_names: Sequence[str] | None = None,
@@ -82,6 +86,9 @@ class YOLOPredictor(nn.Module):
         self.nms_kind = nms_kind
         self.beta_nms = float(beta_nms)
         self.max_det = int(max_det)
+        if max_nms < 1:
+            raise ValueError(f"max_nms must be >= 1, got {max_nms}")
+        self.max_nms = int(max_nms)
         self.class_agnostic = bool(class_agnostic)
         self.multi_label = bool(multi_label)
         self.class_names = list(class_names) if class_names is not None else None
@@ -118,6 +125,7 @@ class YOLOPredictor(nn.Module):
             class_agnostic=self.class_agnostic,
             multi_label=self.multi_label,
             max_det=self.max_det,
+            pre_nms_topk=self.max_nms,
         )
 
     @torch.no_grad()

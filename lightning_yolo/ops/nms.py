@@ -30,11 +30,11 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    # torchvision's coordinate trick spaces the groups by max + 1, which lets groups overlap when boxes have
-    # negative coordinates (unclipped decoded boxes do); spacing by the full extent keeps groups disjoint.
-    lo, hi = boxes.min(), boxes.max()
-    offsets = idxs.to(boxes) * (hi - lo + 1)
-    return tv_ops.nms(boxes - lo + offsets[:, None], scores, iou_thresh)
+    # torchvision picks per group NMS for many boxes (one nms over 20k boxes of 80 classes compares every pair: 0.46 s
+    # against 0.02 s) and its coordinate trick for few; that trick spaces the groups by max + 1, which lets groups
+    # overlap when boxes have negative coordinates (unclipped decoded boxes do). IoU does not change under a shift,
+    # and with every coordinate >= 0 the spacing keeps groups disjoint.
+    return tv_ops.batched_nms(boxes - boxes.min().clamp(max=0), scores, idxs, iou_thresh)
 
 
 def diou_nms_suppression(boxes1: torch.Tensor, boxes2: torch.Tensor, beta: float = 0.6) -> torch.Tensor:
