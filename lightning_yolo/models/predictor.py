@@ -49,9 +49,10 @@ class YOLOPredictor(nn.Module):
         nms_kind: ``"diou"`` (DIoU-NMS, darknet ``nms_kind=diounms``) or ``"greedy"``.
         beta_nms: DIoU-NMS exponent on the centre-distance penalty (darknet ``beta_nms``).
         max_det: detections kept per image.
-        max_nms: candidates per image entering NMS, the best by score (as YOLOv5's ``max_nms`` and mmdetection's ``nms_pre``). An untrained
-            model passes ``score_thresh=0.001`` with every box (6,300 per image at 320 px for one class); capping
-            keeps early validations about as fast as later ones (``benchmarks/validation_speed.py``).
+        max_nms: candidates per image entering NMS, the best by score (as YOLOv5's ``max_nms`` and mmdetection's
+            ``nms_pre``). An untrained model passes ``score_thresh=0.001`` with every box (6,300 per image at 320 px
+            for one class); capping keeps early validations about as fast as later ones
+            (``benchmarks/validation_speed.py``).
         class_agnostic: NMS across classes instead of per class.
         multi_label: a box may be reported for every class above ``score_thresh``.
         class_names: optional names for the labels (``predict`` then adds ``names`` to each result).
