@@ -21,7 +21,7 @@ from .callbacks import LastCheckpoint, PredictionWriter, ensure_last_checkpoint
 from .checkpoint import check_checkpoint_file, load_checkpoint_dict
 from .checkpoint_io import install_atomic_checkpoint_io
 from .data.datamodule import YOLODataModule
-from .errors import InterruptNotice, SuggestingArgumentParser, run_reporting_errors
+from .errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from .module import YOLOModule
 
 __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
@@ -283,6 +283,7 @@ def _run(argv: list[str]) -> None:
         # LightningCLI warns when it gets args= while sys.argv holds arguments too; here they are the same arguments
         # (with the demo config inserted). sys.argv itself must stay: DDP launches the other ranks from it.
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+        check_config_files(argv)  # YAML errors name the file and line
         build_cli(with_checkpoint_data(with_demo_config(argv)))
 
 

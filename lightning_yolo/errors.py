@@ -29,6 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 __all__ = [
     "TRACEBACK_ENV",
     "InterruptNotice",
+    "check_config_files",
     "SuggestingArgumentParser",
     "is_user_error",
     "one_line",
@@ -99,6 +100,31 @@ def run_reporting_errors(command: Callable[[list[str]], Any], argv: Sequence[str
 
 # ----------------------------------------------------------------------------------------------------------------------
 # option parsing: one line and a suggestion for unknown options
+
+
+def check_config_files(argv: Sequence[str]) -> None:
+    """Raise for a ``--config`` / ``-c`` file that is not valid YAML, naming the file, line and column (the parser's
+    own message names neither)."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith(("--config=", "-c=")):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if not os.path.isfile(path):
+            continue  # a missing file, or inline YAML: the parser reports it
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                yaml.safe_load(f)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path}{where}: not valid YAML: {err.problem or err}") from err
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a valid YAML config ({type(err).__name__}: {err})") from err
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments?:\s*(.*)", re.I | re.S)
 

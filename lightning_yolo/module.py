@@ -66,7 +66,10 @@ class YOLOModule(pl.LightningModule):
         predict_score_thresh: score threshold of ``predict`` / :meth:`predictor` (what a user wants drawn).
         predict_max_det: detections per image of ``predict`` / :meth:`predictor`.
         init_from: fine-tune: a checkpoint of this package or a plain ``state_dict`` whose matching tensors
-            initialise the model (the head is re-initialised when the class list differs).
+            initialise the model (the head is re-initialised when the class list differs), or darknet ``.weights``
+            (cfg from ``darknet_cfg`` or next to the weights; :mod:`lightning_yolo.models.darknet`), which also sets
+            ``bn_eps=1e-5`` (darknet's) in ``model_overrides`` unless given there.
+        darknet_cfg: the darknet ``.cfg`` of ``init_from`` ``.weights`` (default: ``<weights stem>.cfg`` next to them).
         freeze_backbone_epochs: keep the backbone frozen (weights and BatchNorm statistics) for this many epochs.
         cross_minibatch_norm: CmBN (YOLOv4 paper, BoF): every BatchNorm normalises the k-th mini-batch of an
             accumulated batch (``trainer.accumulate_grad_batches``) with the statistics of mini-batches 1..k of that
@@ -105,6 +108,7 @@ class YOLOModule(pl.LightningModule):
         predict_score_thresh: float = 0.25,
         predict_max_det: int = 300,
         init_from: str | None = None,
+        darknet_cfg: str | None = None,
         freeze_backbone_epochs: int = 0,
         cross_minibatch_norm: bool = False,
         map_backend: str = "pycocotools",
@@ -130,6 +134,11 @@ class YOLOModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self._resume_rng_state: dict[str, Any] | None = None
         self.scheduler_factory = lr_scheduler
+        from_darknet = bool(init_from) and str(init_from).lower().endswith(".weights")
+        if from_darknet and "bn_eps" not in (model_overrides or {}):
+            # darknet normalises with eps 1e-5: keep its BatchNorm function (stored, so checkpoints rebuild it)
+            model_overrides = {**(model_overrides or {}), "bn_eps": 1e-5}
+            self.hparams["model_overrides"] = model_overrides
         self.model = create_model(model_name, num_classes=num_classes, **(model_overrides or {}))
         if cross_minibatch_norm:
             from .training.cmbn import convert_cross_minibatch_norm
@@ -141,7 +150,13 @@ class YOLOModule(pl.LightningModule):
         # anchors are network buffers: after any load_state_dict (resume, load_from_checkpoint) the loss and the
         # config follow them
         self.register_load_state_dict_post_hook(lambda module, incompatible: module._sync_anchors())
-        if init_from:
+        if from_darknet:
+            from .models.darknet import init_from_darknet
+
+            report = init_from_darknet(self.model, init_from, darknet_cfg)
+            self._sync_anchors()  # darknet's anchors came with its weights
+            rank_zero_info(f"init_from {init_from}: {report.summary()}")
+        elif init_from:
             from .checkpoint import load_matching_weights
 
             report = load_matching_weights(self.model, init_from)
