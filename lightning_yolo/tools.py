@@ -1,7 +1,9 @@
-"""``lightning-yolo export`` and ``lightning-yolo anchors``: the subcommands that are not a Trainer run.
+"""``lightning-yolo export``, ``anchors`` and ``convert``: the subcommands that are not a Trainer run.
 
-``export`` turns a checkpoint into an ONNX or TorchScript file (:mod:`lightning_yolo.export`); ``anchors`` fits anchor
-shapes to a dataset with k-means (:mod:`lightning_yolo.data.anchors`) and prints them as a config snippet.
+``export`` turns a checkpoint into an ONNX or TorchScript file (:mod:`lightning_yolo.export`), or into darknet
+``.cfg`` + ``.weights`` (``--format darknet``); ``anchors`` fits anchor shapes to a dataset with k-means
+(:mod:`lightning_yolo.data.anchors`) and prints them as a config snippet; ``convert`` turns darknet ``.cfg`` +
+``.weights`` into a checkpoint of this package (:mod:`lightning_yolo.models.darknet`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_main", "anchors_main", "build_export_parser", "build_anchors_parser", "format_anchors_yaml"]
+__all__ = [
+    "anchors_main",
+    "build_anchors_parser",
+    "build_convert_parser",
+    "build_export_parser",
+    "convert_main",
+    "darknet_checkpoint",
+    "export_main",
+    "format_anchors_yaml",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -31,7 +42,11 @@ def build_export_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("checkpoint", help="a YOLOModule .ckpt, or a state_dict file (then give --model-name)")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
+    parser.add_argument(
+        "--format", choices=("onnx", "torchscript", "darknet"), default="onnx",
+        help="default: onnx; darknet: <output>.cfg + <output>.weights for darknet / OpenCV DNN (yolov4_cspdarknet53, "
+        "yolov4_tiny)",
+    )  # fmt: skip
     parser.add_argument(
         "--img-size", type=int, nargs="+", metavar="S", default=None,
         help="input side S, or H W (multiples of 32); default: the training img_size stored in the checkpoint",
@@ -84,6 +99,8 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
             settings["nms_iou_thresh"] = args.nms_iou_thresh
         predictor = YOLOPredictor.from_checkpoint(args.checkpoint, model_name=args.model_name, **settings)
         img_size = _img_size(args.img_size, predictor.img_size)
+        if args.format == "darknet":
+            return _export_darknet(args, predictor, img_size)
         what: Any = predictor.model if args.raw else predictor
         suffix = ".onnx" if args.format == "onnx" else ".torchscript"
         output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(suffix)
@@ -125,6 +142,41 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
     return path
 
 
+def _export_darknet(args: argparse.Namespace, predictor: Any, img_size: Any) -> Path:
+    """``export --format darknet``: ``<output>.cfg`` + ``<output>.weights`` with the checkpoint's loss settings."""
+    import torch
+
+    from .models.darknet import save_darknet
+
+    hparams: dict[str, Any] = {}
+    try:
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    except Exception:  # a plain state_dict export was already read by from_checkpoint; settings stay default
+        hparams = {}
+    settings: dict[str, Any] = {}
+    if hparams.get("box_loss"):
+        settings["iou_loss"] = hparams["box_loss"]
+    for key in ("iou_thresh", "ignore_thresh"):
+        if hparams.get(key) is not None:
+            settings[key] = hparams[key]
+    settings["nms_kind"] = {"greedy": "greedynms", "diou": "diounms"}.get(predictor.nms_kind, "greedynms")
+    settings["beta_nms"] = 0.6
+    base = Path(args.output) if args.output else Path(args.checkpoint)
+    cfg_path, weights_path = base.with_suffix(".cfg"), base.with_suffix(".weights")
+    layout = save_darknet(predictor.model, cfg_path, weights_path, img_size=img_size, yolo_settings=settings)
+    print(
+        f"[lightning-yolo export] wrote {cfg_path} and {weights_path} (darknet {layout.name}.cfg layout, "
+        f"{len(layout.layers)} layers, {len(layout.convs)} convolutions)"
+    )
+    names = predictor.class_names
+    if names:
+        names_path = base.with_suffix(".names")
+        names_path.write_text("\n".join(names) + "\n", encoding="utf-8")
+        print(f"[lightning-yolo export] wrote {names_path} (class names, darknet's .names format)")
+    return weights_path
+
+
 def _add_onnx_metadata(path: Path, predictor: Any, img_size: Any, outputs: str) -> None:
     """Store what a user of the file needs (class names, input size, output kind) in its ``metadata_props``."""
     try:
@@ -164,7 +216,10 @@ def build_anchors_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"))
     parser.add_argument("--img-size", type=int, default=640, help="network input side the boxes are scaled to (640)")
-    parser.add_argument("--num-anchors", type=int, default=9, help="total anchors, split over 3 levels (9)")
+    parser.add_argument(
+        "--num-anchors", type=int, default=None,
+        help="total anchors, split over the model's levels (default: 3 per level, 9; yolov4_tiny: 6)",
+    )  # fmt: skip
     parser.add_argument("--model", default="yolov4_cspdarknet53", help="variant whose default anchors are compared")
     parser.add_argument("--iters", type=int, default=300, help="k-means iterations per restart")
     parser.add_argument("--seed", type=int, default=0)
@@ -194,9 +249,11 @@ def anchors_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         dm = YOLODataModule(path=args.data, format=args.format, img_size=args.img_size, num_workers=0)
-        default_anchors = [[list(a) for a in level] for level in get_model_cfg(args.model).anchors]
+        model_cfg = get_model_cfg(args.model)
+        default_anchors = [[list(a) for a in level] for level in model_cfg.anchors]
+        levels = len(model_cfg.strides)
         anchors, _, fitness = compute_anchors_for_datamodule(
-            dm, num_anchors=args.num_anchors, iters=args.iters, seed=args.seed
+            dm, num_anchors=args.num_anchors or 3 * levels, iters=args.iters, seed=args.seed, num_levels=levels
         )
         boxes = dm.train_boxes_wh()
     except (FileNotFoundError, ValueError) as err:
@@ -208,3 +265,127 @@ def anchors_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print("# add to your config (or --model.model_overrides '{anchors: ...}'):")
     print(format_anchors_yaml(anchors))
     return {"anchors": anchors, "fitness_default": fitness_default, "fitness": fitness, "num_boxes": len(boxes)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# convert (darknet -> checkpoint)
+
+
+def build_convert_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-yolo convert",
+        description=(
+            "Convert darknet .cfg + .weights (yolov4.cfg -> yolov4_cspdarknet53, yolov4-tiny.cfg -> yolov4_tiny) into "
+            "a checkpoint of this package, usable with --ckpt_path (validate / test / predict), --model.init_from, "
+            "and lightning-yolo export. The [yolo] settings (anchors, scale_x_y, iou_thresh, ignore_thresh, iou_loss, "
+            "nms_kind) become the model and loss settings; [net] width becomes the image size."
+        ),
+    )
+    parser.add_argument("cfg", help="darknet .cfg")
+    parser.add_argument("weights", help="darknet .weights")
+    parser.add_argument("--output", "-o", default=None, help="output .ckpt (default: <weights>.ckpt)")
+    parser.add_argument(
+        "--names", default=None,
+        help="class names file, one per line (darknet's coco.names / obj.names); default: class indices",
+    )  # fmt: skip
+    parser.add_argument("--img-size", type=int, default=None, help="image size stored (default: [net] width)")
+    return parser
+
+
+def _read_names(path: str, num_classes: int) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--names: no such file {path!r}")
+    names = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != num_classes:
+        raise ValueError(f"{path}: {len(names)} names, but the cfg's [yolo] layers have classes={num_classes}")
+    return names
+
+
+def darknet_checkpoint(
+    cfg: str | Path,
+    weights: str | Path,
+    output: str | Path,
+    class_names: Sequence[str] | None = None,
+    img_size: int | None = None,
+) -> dict[str, Any]:
+    """Write darknet ``cfg`` + ``weights`` as a ``YOLOModule`` checkpoint at ``output``.
+
+    The checkpoint has the layout the Trainer writes (``state_dict``, ``hyper_parameters``, epoch / step 0, empty
+    optimizer and scheduler lists), so ``validate / test / predict --ckpt_path``, ``--model.init_from``,
+    ``YOLOPredictor.from_checkpoint`` and ``lightning-yolo export`` take it; its ``darknet`` entry records the source
+    files, their version and seen-images count, and the cfg settings that have no effect here.
+
+    Returns:
+        The ``darknet`` entry.
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    from .models.darknet import load_darknet
+    from .module import YOLOModule
+
+    imp = load_darknet(cfg, weights)
+    height, width = imp.img_size
+    size = int(img_size) if img_size else (width if width == height else max(width, height))
+    module = YOLOModule(
+        model_name=imp.model_name,
+        num_classes=imp.num_classes,
+        class_names=list(class_names) if class_names else None,
+        model_overrides=imp.model_overrides or None,
+        **imp.module_hparams,
+    )
+    module.model.load_state_dict(imp.model.state_dict())
+    info = {
+        "cfg": str(cfg),
+        "weights": str(weights),
+        "version": imp.header["version"] if imp.header else None,
+        "seen": imp.header["seen"] if imp.header else None,
+        "layout": imp.layout.name,
+        "not_mapped": imp.not_mapped,
+    }
+    ckpt: dict[str, Any] = {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": pl.__version__,
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "optimizer_states": [],
+        "lr_schedulers": [],
+        "datamodule_hyper_parameters": {"img_size": size},
+        "darknet": info,
+    }
+    module.on_save_checkpoint(ckpt)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, output)
+    return info
+
+
+def convert_main(argv: Sequence[str] | None = None) -> Path:
+    """``lightning-yolo convert CFG WEIGHTS [-o model.ckpt] [--names coco.names] [--img-size S]``.
+
+    Returns:
+        The written checkpoint.
+    """
+    from .models.darknet import DarknetError
+
+    parser = build_convert_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    output = Path(args.output) if args.output else Path(args.weights).with_suffix(".ckpt")
+    try:
+        from .models.darknet import parse_cfg
+
+        names = None
+        if args.names:
+            classes = {s.get("classes", 20) for s in parse_cfg(args.cfg) if s.type == "yolo"}
+            names = _read_names(args.names, classes.pop() if len(classes) == 1 else -1)
+        info = darknet_checkpoint(args.cfg, args.weights, output, class_names=names, img_size=args.img_size)
+    except (FileNotFoundError, DarknetError, ValueError) as err:
+        parser.error(str(err))
+    print(
+        f"[lightning-yolo convert] wrote {output} ({info['layout']}.cfg layout, darknet version "
+        f"{'.'.join(map(str, info['version']))}, {info['seen']} images seen)"
+    )
+    if info["not_mapped"]:
+        print(f"[lightning-yolo convert] cfg settings without effect here: {', '.join(info['not_mapped'])}")
+    return output

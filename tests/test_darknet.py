@@ -99,7 +99,8 @@ def yolov4_tiny_cfg(classes: int = 80, size: int = 64) -> str:
         out += _conv(filters, 1) + ["[route]", "layers = -6,-1", "", "[maxpool]", "size=2", "stride=2", ""]
     out += _conv(512, 3) + _conv(256, 1) + _conv(512, 3) + _conv(3 * (5 + classes), 1, act="linear", bn=False)
     out += _yolo("3,4,5", anchors, classes, 1.05)
-    out += ["[route]", "layers = -4", ""] + _conv(128, 1) + ["[upsample]", "stride=2", "", "[route]", "layers = -1, 23", ""]
+    out += ["[route]", "layers = -4", ""] + _conv(128, 1)
+    out += ["[upsample]", "stride=2", "", "[route]", "layers = -1, 23", ""]
     out += _conv(256, 3) + _conv(3 * (5 + classes), 1, act="linear", bn=False)
     out += _yolo("1,2,3", anchors, classes, 1.05)
     return "\n".join(out)

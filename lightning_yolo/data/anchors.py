@@ -111,21 +111,22 @@ def kmeans_anchors(
 
 
 def compute_anchors_for_datamodule(
-    dm: YOLODataModule, num_anchors: int = 9, iters: int = 300, seed: int = 0
+    dm: YOLODataModule, num_anchors: int = 9, iters: int = 300, seed: int = 0, num_levels: int = 3
 ) -> tuple[list[list[list[float]]], float, float]:
     """k-means anchors for a DataModule's training boxes at its ``img_size``.
 
     Args:
         dm: the DataModule (its train split is scanned if it was not yet).
-        num_anchors: total anchors (3 levels).
+        num_anchors: total anchors, split evenly over ``num_levels`` levels.
         iters: k-means iterations.
         seed: random seed.
+        num_levels: detection levels (3; yolov4_tiny: 2).
 
     Returns:
         ``(anchors, fitness_default, fitness_new)``: anchors as ``[3][K/3][w, h]`` pixels (1 decimal) ready for
         ``create_model(..., anchors=...)``, and the mean best IoU of the COCO default anchors and of the new ones.
     """
     wh = dm.train_boxes_wh()
-    anchors = kmeans_anchors(wh, num_anchors=num_anchors, iters=iters, seed=seed)
+    anchors = kmeans_anchors(wh, num_anchors=num_anchors, iters=iters, seed=seed, num_levels=num_levels)
     rounded = [[[round(float(v), 1) for v in a] for a in level] for level in anchors.tolist()]
     return rounded, anchor_fitness(wh, COCO_ANCHORS), anchor_fitness(wh, rounded)

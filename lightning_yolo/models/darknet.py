@@ -60,6 +60,7 @@ __all__ = [
     "UNSUPPORTED",
     "darknet_layout",
     "find_cfg",
+    "init_from_darknet",
     "layout_state_dict",
     "load_darknet",
     "parse_cfg",
@@ -161,7 +162,8 @@ class Section:
         try:
             return kind(float(raw)) if kind is int and re.fullmatch(r"[-+]?\d+\.0*", raw) else kind(raw)
         except ValueError:
-            raise DarknetError(f"{self.where(key)}: [{self.type}] {key}={raw!r} is not a valid {kind.__name__}") from None
+            msg = f"{self.where(key)}: [{self.type}] {key}={raw!r} is not a valid {kind.__name__}"
+            raise DarknetError(msg) from None
 
     def get_list(self, key: str, kind: type = int) -> list[Any]:
         raw = self.options.get(key, "")
@@ -620,10 +622,11 @@ def _signature(s: Section, index: int) -> dict[str, Any]:
         size = s.get("size", 1)
         pad = s.get("pad", 0)
         padding = size // 2 if pad else s.get("padding", 0)
-        return {"filters": s.get("filters", 1), "size": size, "stride": s.get("stride", 1), "padding": padding,
+        stride = s.get("stride", 1)
+        return {"filters": s.get("filters", 1), "size": size, "stride": stride, "padding": padding,
                 "batch_normalize": s.get("batch_normalize", 0), "activation": s.get("activation", "logistic", str),
                 "groups": s.get("groups", 1), "dilation": s.get("dilation", 1),
-                "stride_x": s.get("stride_x", s.get("stride", 1)), "stride_y": s.get("stride_y", s.get("stride", 1))}  # fmt: skip
+                "stride_x": s.get("stride_x", stride), "stride_y": s.get("stride_y", stride)}  # fmt: skip
     if t == "route":
         return {"layers": [v if v >= 0 else index + v for v in s.get_list("layers")],
                 "groups": s.get("groups", 1), "group_id": s.get("group_id", 0)}  # fmt: skip
@@ -696,7 +699,8 @@ def check_structure(layers: Sequence[Section], layout: DarknetLayout, model_name
         last = layers[-1] if layers else None
         raise DarknetError(
             f"{last.where() if last else '<cfg>'}: the cfg ends after {len(layers)} layers; the package's "
-            f"{model_name} ({layout.name}.cfg layout) has {len(layout.layers)}, next [{layout.layers[len(layers)].type}]"
+            f"{model_name} ({layout.name}.cfg layout) has {len(layout.layers)}, "
+            f"next [{layout.layers[len(layers)].type}]"
         )
 
 
@@ -855,7 +859,9 @@ def model_cfg_from_darknet(sections: Sequence[Section]) -> tuple[str, ModelCfg, 
     scale_x_y: list[float] = [1.0] * len(yolos)
     for s, level in zip(yolos, levels):
         if s.get("new_coords", 0):
-            raise DarknetError(f"{s.where('new_coords')}: [yolo] new_coords=1 (scaled-YOLOv4 decoding) is not supported")
+            raise DarknetError(
+                f"{s.where('new_coords')}: [yolo] new_coords=1 (scaled-YOLOv4 decoding) is not supported"
+            )
         anchors[level] = tuple(tuple(wh) for wh in _yolo_anchors(s))
         scale_x_y[level] = s.get("scale_x_y", 1.0, float)
     if len({len(a) for a in anchors}) != 1:
@@ -868,11 +874,12 @@ def model_cfg_from_darknet(sections: Sequence[Section]) -> tuple[str, ModelCfg, 
         overrides["spp_kernels"] = tuple(
             sorted(s.get("size", 1) for s in layers if s.type == "maxpool" and s.get("stride", 1) == 1)
         )
-        bad = next((s for s in layers if s.type == "maxpool" and (s.get("stride", 1) != 1 or s.get("size", 1) % 2 == 0)), None)
+        pools = [s for s in layers if s.type == "maxpool"]
+        bad = next((s for s in pools if s.get("stride", 1) != 1 or s.get("size", 1) % 2 == 0), None)
         if bad is not None:
             raise DarknetError(
-                f"{bad.where()}: [maxpool] size={bad.get('size', 1)} stride={bad.get('stride', 1)}: the yolov4.cfg layout "
-                "has only SPP's odd-size stride-1 pools"
+                f"{bad.where()}: [maxpool] size={bad.get('size', 1)} stride={bad.get('stride', 1)}: the yolov4.cfg "
+                "layout has only SPP's odd-size stride-1 pools"
             )
     model_cfg = base.replace(**overrides)
 
@@ -940,7 +947,8 @@ def load_darknet(
     if net is not None:
         height, width, channels = net.get("height", 416), net.get("width", 416), net.get("channels", 3)
     if channels != 3:
-        raise DarknetError(f"{net.where('channels') if net else cfg}: [net] channels={channels}; the package reads RGB (3)")
+        where = net.where("channels") if net else os.fspath(cfg)
+        raise DarknetError(f"{where}: [net] channels={channels}; the package reads RGB (3)")
     name, model_cfg, num_classes, hparams, not_mapped = model_cfg_from_darknet(sections)
     model = YOLOv4(model_cfg, num_classes)
     layout = darknet_layout(model, {})
@@ -1007,3 +1015,53 @@ def save_darknet(
     Path(cfg_path).write_text(header + format_cfg(net, layout.layers), encoding="utf-8")
     write_weights(weights_path, state_dict_arrays(layout, model.state_dict(), _bn_eps(model)), seen=seen)
     return layout
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# fine-tuning from darknet weights
+
+
+def init_from_darknet(model: YOLOv4, weights: str | os.PathLike, cfg: str | os.PathLike | None = None):
+    """Initialise ``model`` from darknet ``weights`` (``cfg``: given, or found next to the weights).
+
+    The cfg is loaded into its own package network first (checked section by section); then every tensor whose
+    key and shape match is copied into ``model``, as for a checkpoint (the head is left re-initialised when the class
+    count differs). The anchor buffer is copied too when its shape matches: the darknet anchors are the ones the
+    weights were trained with.
+
+    Returns:
+        A :class:`lightning_yolo.checkpoint.LoadReport`.
+
+    Raises:
+        DarknetError: the cfg describes another architecture than ``model`` (e.g. yolov4-tiny weights into
+            ``yolov4_cspdarknet53``) or does not map at all.
+    """
+    from ..checkpoint import LoadReport
+
+    cfg_path = find_cfg(weights, cfg)
+    imp = load_darknet(cfg_path, weights)
+    target_layout = darknet_layout(model)
+    if target_layout.name != imp.layout.name:
+        raise DarknetError(
+            f"{os.fspath(cfg_path)} is a {imp.layout.name}.cfg network ({imp.model_name}); the model being trained "
+            f"has the {target_layout.name}.cfg layout: use --model.model_name {imp.model_name}"
+        )
+    source = imp.model.state_dict()
+    target = model.state_dict()
+    report = LoadReport()
+    matched: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        if key not in target:
+            report.unexpected.append(key)
+        elif target[key].shape != value.shape:
+            report.shape_mismatch.append(key)
+        elif key.startswith("anchors.") and key != "anchors.anchors":
+            continue
+        else:
+            matched[key] = value
+    report.missing = [k for k in target if k not in source]
+    report.loaded = sorted(matched)
+    with torch.no_grad():
+        model.load_state_dict(matched, strict=False)
+    report.head_reinitialised = any(k.startswith("head.preds") for k in report.shape_mismatch)
+    return report
