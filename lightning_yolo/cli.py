@@ -45,7 +45,7 @@ CKPT_DATA_KEYS = (
     "synthetic_seed",
 )
 
-EXTRA_COMMANDS = ("export", "anchors")
+EXTRA_COMMANDS = ("export", "anchors", "convert")
 
 
 class YOLOCLI(LightningCLI):
