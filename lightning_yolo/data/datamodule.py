@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import warnings
 from typing import Any
 
@@ -33,6 +34,23 @@ __all__ = ["YOLODataModule"]
 log = logging.getLogger(__name__)
 
 _STRIDE = 32  # largest network stride: input sides must be multiples of it
+
+
+#: Seconds a DataLoader worker outlives a SIGTERM sent to the whole process group (see :func:`worker_init`).
+WORKER_SIGTERM_GRACE_S = 60
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker start: outlive a SIGTERM sent to the whole process group.
+
+    Slurm (``scancel``) and systemd stop a job by sending SIGTERM to every process. A worker that dies of it makes
+    the main process fail with "DataLoader worker is killed by signal: Terminated" before Lightning's clean shutdown
+    (stop at the next batch, print the last checkpoint) can run. Here the worker keeps serving; the main process
+    gets the same signal and shuts its workers down normally. A worker still alive ``WORKER_SIGTERM_GRACE_S`` after
+    a SIGTERM ends itself (SIGALRM), so a stuck worker cannot block the exit.
+    """
+    if hasattr(signal, "SIGALRM"):  # POSIX
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.alarm(WORKER_SIGTERM_GRACE_S))
 
 
 class YOLODataModule(pl.LightningDataModule):
@@ -319,6 +337,7 @@ class YOLODataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_detection,
+            worker_init_fn=worker_init if workers > 0 else None,
             # Worker seeds from the loader's own generator, not the global one: drawing from the global generator
             # at iterator creation shifts the model's random stream (DropBlock) in a resumed run.
             generator=torch.Generator().manual_seed(self._seed()),
