@@ -23,6 +23,7 @@ from .checkpoint_io import install_atomic_checkpoint_io
 from .data.datamodule import YOLODataModule
 from .errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from .module import YOLOModule
+from .report import format_metric
 
 __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
 
@@ -179,8 +180,12 @@ class YOLOCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if "/map" in k or "/mar" in k}
+        report = getattr(self.model, "eval_report", None)
+        if report is not None:
+            print(f"[lightning-yolo {stage}] {report.stage} results\n{report.format()}")
         if metrics:
-            shown = ", ".join(f"{k}={v:.6f}" for k, v in sorted(metrics.items()))
+            # COCO's -1 ("does not apply", e.g. no small objects) prints as "-"
+            shown = ", ".join(f"{k}={format_metric(v)}" for k, v in sorted(metrics.items()))
             print(f"[lightning-yolo {stage}] {shown}")
         ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         if stage == "fit" and ckpt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
+from .report import EvalReport, build_report, count_instances
 from .training.loss import YOLOLoss
 from .training.optim import WarmupCosineLR, param_groups
 
@@ -193,6 +195,8 @@ class YOLOModule(pl.LightningModule):
             backend=backend,
             iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
             rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
+            # COCOeval's per-class precision array: the per-class table (lightning_yolo.report) at no extra cost
+            extended_summary=True,
         )
 
     @property
@@ -295,7 +299,9 @@ class YOLOModule(pl.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> None:
         images, targets = self._check_batch(batch)
+        start = self._clock(images)
         raw = self.model(images)  # one forward serves the loss and the detections
+        inference_done = self._clock(images)
         losses = self.loss(raw, targets)
         if not bool(torch.isfinite(losses["loss"])):
             # Training in train mode can stay finite while BatchNorm statistics or weights have diverged; evaluation
@@ -311,7 +317,71 @@ class YOLOModule(pl.LightningModule):
         bs = images.shape[0]
         for key, value in losses.items():
             self.log(f"{prefix}/{key}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
-        metric.update(self._predict_original(raw, targets), self._targets_original(targets))
+        post_start = self._clock(images)
+        detections = self._predict_original(raw, targets)
+        clock = self._eval_clock
+        clock["inference"] += inference_done - start
+        clock["post-process"] += self._clock(images) - post_start
+        clock["images"] += bs
+        metric.update(detections, self._targets_original(targets))
+
+    # ------------------------------------------------------------------ evaluation timing and report
+    @staticmethod
+    def _clock(images: torch.Tensor) -> float:
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+        return time.perf_counter()
+
+    @property
+    def _eval_clock(self) -> dict[str, float]:
+        if getattr(self, "_eval_clock_state", None) is None:
+            keys = ("pre-process", "inference", "post-process", "images", "pre_images")
+            self._eval_clock_state = dict.fromkeys(keys, 0.0)
+            self._eval_last_batch_end = None
+        return self._eval_clock_state
+
+    def _eval_batch_start(self, batch: Any) -> None:
+        # pre-process: loading, collating, host-to-device copy and on_after_batch_transfer of the batch, i.e. the
+        # time since the previous batch ended (the first batch, which also starts the workers, is not counted)
+        last = getattr(self, "_eval_last_batch_end", None)
+        if last is not None and isinstance(batch, dict) and isinstance(batch.get("images"), torch.Tensor):
+            self._eval_clock["pre-process"] += time.perf_counter() - last
+            self._eval_clock["pre_images"] += batch["images"].shape[0]
+
+    def _eval_batch_end(self) -> None:
+        self._eval_last_batch_end = time.perf_counter()
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch_start(batch)
+
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch_end()
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch_start(batch)
+
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch_end()
+
+    def _make_report(self, metric: MeanAveragePrecision, result: dict[str, Any], prefix: str) -> EvalReport:
+        """Per-class table of this evaluation (counts summed over processes) and the time per image."""
+        images, instances = count_instances(metric.groundtruth_labels, metric.groundtruth_crowds, len(self.class_names))
+        clock = self._eval_clock
+        totals = torch.tensor([float(clock["images"]), *images.tolist(), *instances.tolist()], dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            totals = totals.to(self.device)
+            torch.distributed.all_reduce(totals)
+            totals = totals.cpu()
+        count = len(self.class_names)
+        report = build_report(
+            result, totals[1 : 1 + count].long(), totals[1 + count :].long(), int(totals[0]), self.class_names, prefix
+        )
+        if clock["images"]:
+            if clock["pre_images"]:  # not measured with a single batch
+                report.speed_ms["pre-process"] = 1000 * clock["pre-process"] / clock["pre_images"]
+            report.speed_ms["inference"] = 1000 * clock["inference"] / clock["images"]
+            report.speed_ms["post-process"] = 1000 * clock["post-process"] / clock["images"]
+        return report
 
     def _pad_metric_for_sync(self, metric: MeanAveragePrecision) -> None:
         """Give every process the same number of per-image entries before the metric syncs.
@@ -338,6 +408,13 @@ class YOLOModule(pl.LightningModule):
     def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
         self._pad_metric_for_sync(metric)
         result = metric.compute()
+        try:
+            #: the per-class table of the last validation / test (printed by the CLI, see lightning_yolo.report)
+            self.eval_report: EvalReport | None = self._make_report(metric, result, prefix)
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            self.eval_report.img_size = int(getattr(datamodule, "img_size", 0) or 0) or None
+        finally:
+            self._eval_clock_state = None
         metric.reset()
         scalars = {f"{prefix}/{k}": float(result[k]) for k in MAP_KEYS if k in result}
         # Every process holds the same synced values, so no further reduction is needed.
@@ -442,7 +519,7 @@ class YOLOModule(pl.LightningModule):
         if self.optimizer_factory is not None:
             optimizer = self.optimizer_factory(groups)
             # said loudly (shown by default): which settings the override replaces and what it keeps
-            schedule = "the given lr_scheduler" if self.scheduler_factory is not None else "the warmup + cosine schedule"
+            schedule = "the warmup + cosine schedule" if self.scheduler_factory is None else "the given lr_scheduler"
             rank_zero_info(
                 f"model.optimizer {type(optimizer).__name__} (lr {optimizer.param_groups[0]['lr']:g}) replaces "
                 f"optimizer_name={hp.optimizer_name!r}, lr={hp.lr:g}, momentum={hp.momentum:g}; kept: the parameter "

@@ -58,6 +58,12 @@ def test_validate_with_ckpt_path_alone_uses_the_checkpoints_data(small_ckpt, tmp
     main(["validate", "--ckpt_path", str(small_ckpt), "--trainer.default_root_dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "[lightning-yolo validate]" in out and "val/map_50=" in out
+    # the per-class table and the speed per image (issue 10 item 11); COCO's -1 prints as "-"
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["class", "images"])
+    assert lines[header + 1].split()[:2] == ["all", "6"]
+    assert any(line.startswith("Speed:") and "ms inference" in line and "at 96x96" in line for line in lines)
+    assert "=-1" not in out
 
 
 def test_validate_with_other_classes_is_one_clear_error(small_ckpt, tmp_path):
