@@ -17,6 +17,7 @@ from lightning_yolo.models import create_model
 from lightning_yolo.models.darknet import (
     DarknetError,
     darknet_layout,
+    init_from_darknet,
     load_darknet,
     parse_cfg,
     read_weights,
@@ -245,6 +246,10 @@ def test_yolov4_weights_parity_and_round_trip(tmp_path):
     back = load_darknet(tmp_path / "out.cfg", tmp_path / "out.weights")
     for key, value in model.state_dict().items():
         assert torch.equal(back.model.state_dict()[key], value), key
+    # yolov4-tiny weights cannot initialise the paper model: the error names both layouts
+    save_darknet(create_model("yolov4_tiny", num_classes=80), tmp_path / "tiny.cfg", tmp_path / "tiny.weights")
+    with pytest.raises(DarknetError, match=r"tiny.cfg is a yolov4-tiny.cfg network \(yolov4_tiny\); .* yolov4.cfg"):
+        init_from_darknet(model, tmp_path / "tiny.weights")
 
 
 def test_yolov4_layer_mapping_is_explicit():
