@@ -342,7 +342,7 @@ class PredictionWriter(BasePredictionWriter):
         print(f"[lightning-yolo predict] {len(results)} detections in {num_images} images -> {self.json_path}{where}")
         if skipped:
             self.skipped = skipped
-            listed = "".join(f"\n  {path}: {reason}" for path, reason in skipped[:20])
+            listed = "".join(f"\n  {r if p in r else f'{p}: {r}'}" for p, r in skipped[:20])  # r names the file
             more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
             print(f"[lightning-yolo predict] skipped {len(skipped)} unreadable image(s):{listed}{more}")
 

@@ -127,15 +127,18 @@ def check_config_files(argv: Sequence[str]) -> None:
             raise ValueError(f"{path}: not a valid YAML config ({type(err).__name__}: {err})") from err
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments?:\s*(.*)", re.I | re.S)
+_UNKNOWN_KEY = re.compile(r"does not accept (?:nested )?(?:option|key)s? '([\w.-]+)'", re.I)
 
 
 def suggest_options(message: str, valid: Sequence[str]) -> str:
     """``" (did you mean --a?)"`` for each unknown ``--option`` named in an argparse ``message``, else ``""``."""
     match = _UNRECOGNIZED.search(message)
-    if not match:
-        return ""
+    if match:
+        tokens = match.group(1).split()
+    else:  # a key of a config file: "Subcommand 'fit' does not accept option 'model.lrr'"
+        tokens = [f"--{key}" for key in _UNKNOWN_KEY.findall(message)]
     hints = []
-    for token in match.group(1).split():
+    for token in tokens:
         if not token.startswith("--"):
             continue
         name = token.split("=", 1)[0]
