@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .callbacks import LastCheckpoint, PredictionWriter, ensure_last_checkpoint
+from .callbacks import LastCheckpoint, PredictionWriter, ResultsFiles, ensure_last_checkpoint
 from .checkpoint import check_checkpoint_file, load_checkpoint_dict
 from .checkpoint_io import install_atomic_checkpoint_io
 from .data.datamodule import YOLODataModule
@@ -112,6 +112,15 @@ class YOLOCLI(LightningCLI):
             "plus one DataLoader worker avoids oversubscribing the cores: the demo's tiny model trains ~5x faster "
             "with 1 thread than with 2 when anything else runs.",
         )
+        if getattr(self, "_building_subcommand", None) != "predict":
+            parser.add_argument(
+                "--plots",
+                type=bool,
+                default=True,
+                help="write the pictures of a run (labels overview, training / validation batches, confusion matrix, "
+                "PR curves) next to results.csv / results.png in the run folder (ResultsFiles); false: only the "
+                "results files",
+            )
         if getattr(self, "_building_subcommand", None) == "predict":
             # predict: the classes are the checkpoint's (LightningCLI reads the model's hyperparameters from
             # --ckpt_path), whatever dataset data.path names; --writer.* configures the results writer
@@ -165,6 +174,13 @@ class YOLOCLI(LightningCLI):
         trainer.callbacks.append(InterruptNotice(getattr(self, "_argv", None)))  # Ctrl-C / SIGTERM: how to resume
         if self.subcommand in (None, "fit"):
             ensure_last_checkpoint(trainer.callbacks)  # last.ckpt = the last epoch, for fit --ckpt_path
+        if self.subcommand in ("fit", "validate", "test") and not any(
+            isinstance(cb, ResultsFiles) for cb in trainer.callbacks
+        ):
+            # results.csv / results.png and, unless --plots false, the pictures of the run: by default, as
+            # detection tools do
+            plots = self.config[self.subcommand].get("plots", True)
+            trainer.callbacks.append(ResultsFiles(pictures=bool(plots)))
         return trainer
 
     def after_fit(self) -> None:

@@ -154,7 +154,8 @@ def postprocess_padded(
 
 
 class RawOutputs(nn.Module):
-    """Export wrapper: ``images [B, 3, H, W] -> (raw_s8, raw_s16, raw_s32)`` head maps as a tuple."""
+    """Export wrapper: ``images [B, 3, H, W] -> (raw_s8, raw_s16, raw_s32)`` head maps as a tuple (one per level:
+    ``(raw_s16, raw_s32)`` for yolov4_tiny)."""
 
     def __init__(self, model: YOLOv4) -> None:
         super().__init__()

@@ -415,6 +415,7 @@ class YOLOModule(pl.LightningModule):
             self.eval_report.img_size = int(getattr(datamodule, "img_size", 0) or 0) or None
         finally:
             self._eval_clock_state = None
+            self._eval_last_batch_end = None  # the next evaluation's first batch is not timed
         metric.reset()
         scalars = {f"{prefix}/{k}": float(result[k]) for k in MAP_KEYS if k in result}
         # Every process holds the same synced values, so no further reduction is needed.

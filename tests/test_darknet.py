@@ -407,3 +407,21 @@ def test_cfg_errors_name_file_line_and_key(tmp_path):
 def test_package_models_without_darknet_form_are_refused():
     with pytest.raises(DarknetError, match="no darknet form for backbone 'cs3darknet_s'"):
         darknet_layout(create_model("yolov4_pico", num_classes=2))
+
+
+def test_exported_files_run_in_opencv_dnn(tmp_path):
+    """OpenCV DNN's darknet importer (OpenCV 4.x; removed in 5) is an independent reader of the exported files."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromDarknet"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no darknet importer (see benchmarks/darknet_parity.py)")
+    torch.manual_seed(0)
+    model = create_model("yolov4_tiny", num_classes=3).eval()
+    layout = save_darknet(model, tmp_path / "t.cfg", tmp_path / "t.weights", img_size=128)
+    net = cv2.dnn.readNetFromDarknet(str(tmp_path / "t.cfg"), str(tmp_path / "t.weights"))
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    net.setInput(x.numpy())
+    outs = net.forward([f"conv_{i - 1}" for i, s in enumerate(layout.layers) if s.type == "yolo"])
+    with torch.no_grad():
+        raw = model(x)
+    for out, level in zip(outs, layout.yolo_levels):
+        assert np.abs(out - raw[level].numpy()).max() < 1e-4
