@@ -216,6 +216,14 @@ def _flat(root: Path) -> Path:
     return root / "data.yaml"
 
 
+def _damage_jpeg(path: Path) -> None:
+    """Damage the compressed data in the middle of a JPEG; libjpeg still decodes it ("Corrupt JPEG data")."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 40):
+        data[i] = 0xFF if i % 7 == 0 else data[i] ^ 0x5A
+    path.write_bytes(bytes(data))
+
+
 def _binary_yaml(tmp: Path, _: Path) -> list[str]:
     yolo(tmp / "ds")
     (tmp / "ds" / "data.yaml").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01")
@@ -282,6 +290,9 @@ CASES = [
          "error", ("contains no images",)),
     Case("yolo_label_not_utf8", _with(_yolo_then(_write("labels/train/2.txt", b"\xff\xfe\x00garbage"))),
          "skip", ("unreadable label file", "labels/train/2.txt"), _boxes(3)),
+    Case("yolo_jpeg_damaged_data_verified",
+         _with(_yolo_then(lambda r: _damage_jpeg(r / "images" / "train" / "1.jpg")), "--data.verify_images", "true"),
+         "skip", ("damaged image data (decodes with artefacts; kept)", "images/train/1.jpg"), _boxes(4)),
     Case("yolo_polygon_labels", _with(_yolo_then(_write("labels/train/0.txt", "0 0.1 0.1 0.6 0.1 0.6 0.7 0.1 0.7\n"))),
          "ok", ("polygon label converted",), _boxes(4)),
     # ---------------------------------------------------------------- COCO datasets

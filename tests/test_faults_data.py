@@ -132,3 +132,25 @@ def test_coco_json_with_its_first_files_missing_names_them_instead_of_blaming_th
         src = load_split(DatasetLocation("coco", root, {"train": root / "annotations" / "instances_train.json"}),
                          "train")  # fmt: skip
     assert len(src.records) == 4
+
+
+def _damage_jpeg_data(path: Path) -> None:
+    """Flip bytes in the middle of the compressed data: libjpeg still decodes it ("Corrupt JPEG data")."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    for i in range(mid, mid + 40):
+        data[i] = 0xFF if i % 7 == 0 else data[i] ^ 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_jpeg_data_is_counted_when_images_are_verified(tmp_path):
+    root = tmp_path / "ds"
+    for name in ("a", "b"):
+        _image(root / "train" / f"{name}.jpg", size=(128, 96))
+        (root / "train" / f"{name}.txt").write_text(LABEL, encoding="utf-8")
+    _damage_jpeg_data(root / "train" / "b.jpg")
+    src = load_yolo_split(_yaml(root), "train")  # header scan: cannot see it
+    assert len(src.records) == 2 and not src.report.counts
+    with pytest.warns(DatasetWarning, match=r"1 x damaged image data \(decodes with artefacts; kept\) \(e\.g\. .*b\.jpg"):
+        src = load_yolo_split(_yaml(root), "train", verify_images=True)
+    assert len(src.records) == 2 and src.records[1].height == 96

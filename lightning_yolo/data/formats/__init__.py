@@ -168,25 +168,29 @@ def read_class_names(location: DatasetLocation, class_names: Sequence[str] | Non
     return names
 
 
-def load_split(location: DatasetLocation, split: str, class_names: Sequence[str] | None = None) -> DatasetSource:
+def load_split(
+    location: DatasetLocation, split: str, class_names: Sequence[str] | None = None, verify_images: bool = False
+) -> DatasetSource:
     """Scan one split.
 
     Args:
         location: from :func:`resolve_dataset`.
         split: ``"train"``, ``"val"`` or ``"test"``.
         class_names: names the split must have (COCO: checked; VOC: used to map names to labels).
+        verify_images: decode every image at the scan (slow: about 5 ms per 640-px JPEG; counts damaged JPEG data
+            that still decodes, which the header probe cannot see).
 
     Raises:
         ValueError: the split is not defined; structural errors of the readers.
     """
     if location.format == "yolo":
-        src = load_yolo_split(location.path, split)
+        src = load_yolo_split(location.path, split, verify_images)
     elif location.format == "coco":
         if split not in location.coco_jsons:
             raise ValueError(f"{location.path}: no json for split {split!r} (found {location.coco_jsons})")
-        src = load_coco_split(location.coco_jsons[split], split, class_names=class_names)
+        src = load_coco_split(location.coco_jsons[split], split, class_names=class_names, verify_images=verify_images)
     else:
-        src = load_voc_split(location.path, split, class_names)
+        src = load_voc_split(location.path, split, class_names, verify_images)
     if class_names is not None and src.class_names != list(class_names):
         raise ValueError(f"{location.path} [{split}]: class names {src.class_names} differ from {list(class_names)}")
     if not src.records:

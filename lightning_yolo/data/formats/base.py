@@ -216,8 +216,16 @@ def clean_boxes(
     return clipped.astype(np.float32), labels.astype(np.int64), iscrowd.astype(bool)
 
 
-def probe_images(paths: Sequence[Path], num_threads: int | None = None) -> list[ImageInfo | Exception]:
+def probe_images(
+    paths: Sequence[Path], num_threads: int | None = None, verify: bool = False
+) -> list[ImageInfo | Exception]:
     """Probe many image headers in threads (file I/O releases the GIL).
+
+    Args:
+        paths: image files.
+        num_threads: threads (default: up to 16).
+        verify: also decode every image fully (:func:`verify_decode`); a :class:`CorruptImageData` result means
+            "damaged data that still decodes".
 
     Returns:
         One :class:`ImageInfo` per path, or the exception raised for it.
@@ -225,7 +233,10 @@ def probe_images(paths: Sequence[Path], num_threads: int | None = None) -> list[
 
     def one(p: Path) -> ImageInfo | Exception:
         try:
-            return probe_image(p)
+            info = probe_image(p)
+            if verify:
+                verify_decode(p)
+            return info
         except (FileNotFoundError, ValueError) as err:
             return err
 
@@ -236,11 +247,50 @@ def probe_images(paths: Sequence[Path], num_threads: int | None = None) -> list[
         return list(pool.map(one, paths, chunksize=64))
 
 
+class CorruptImageData(ValueError):
+    """The image decodes, but its compressed data is damaged (libjpeg: "Corrupt JPEG data")."""
+
+    def __init__(self, message: str, info: ImageInfo | None = None) -> None:
+        super().__init__(message)
+        self.info = info
+
+
+def verify_decode(path: Path) -> None:
+    """Decode ``path`` fully with PIL (about 5 ms for a 640-px JPEG): what the header probe cannot see.
+
+    Raises:
+        CorruptImageData: damaged compressed data that OpenCV still decodes (the image is usable, with artefacts).
+        ValueError: the pixels cannot be decoded at all.
+    """
+    import cv2
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        decoded = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise ValueError(f"{path}: pixels cannot be decoded ({type(err).__name__}: {err})") from err
+        raise CorruptImageData(f"{path}: damaged image data ({err}); decodes with artefacts") from err
+
+
 def keep_readable(
-    candidates: Sequence[tuple[Path, object]], report: ScanReport
+    candidates: Sequence[tuple[Path, object]], report: ScanReport, verify: bool = False
 ) -> list[tuple[Path, object, ImageInfo]]:
-    """Probe the images of ``(path, payload)`` pairs; drop and count missing or unreadable ones."""
-    infos = probe_images([p for p, _ in candidates])
+    """Probe the images of ``(path, payload)`` pairs; drop and count missing or unreadable ones.
+
+    With ``verify`` every image is also decoded (:func:`verify_decode`): undecodable ones are skipped, damaged ones
+    that still decode are kept and counted (``damaged image data (decodes with artefacts; kept)``).
+    """
+    paths = [p for p, _ in candidates]
+    infos = probe_images(paths, verify=verify)
+    damaged = [i for i, info in enumerate(infos) if isinstance(info, CorruptImageData)]
+    if damaged:
+        reprobed = probe_images([paths[i] for i in damaged])  # the header info of the damaged-but-usable ones
+        for i, info in zip(damaged, reprobed, strict=True):
+            report.add("damaged image data (decodes with artefacts; kept)", str(paths[i]))
+            infos[i] = info
     out = []
     for (path, payload), info in zip(candidates, infos, strict=True):
         if isinstance(info, FileNotFoundError):

@@ -119,6 +119,7 @@ def load_coco_split(
     split: str = "train",
     image_dir: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
+    verify_images: bool = False,
 ) -> DatasetSource:
     """Read a COCO json, checking every annotation.
 
@@ -127,6 +128,7 @@ def load_coco_split(
         split: name used in messages.
         image_dir: folder of the images (found automatically when ``None``).
         class_names: when given, the json's names must equal these (train and val must agree).
+        verify_images: decode every image (see :func:`~lightning_yolo.data.formats.base.keep_readable`).
 
     Returns:
         The split's :class:`DatasetSource`; image ids are the json's ids.
@@ -179,7 +181,7 @@ def load_coco_split(
 
     candidates = [(folder / images[iid]["file_name"], iid) for iid in images]
     records: list[ImageRecord] = []
-    for path, iid, info in keep_readable(candidates, report):
+    for path, iid, info in keep_readable(candidates, report, verify_images):
         im = images[iid]
         jw, jh = im.get("width"), im.get("height")
         if jw is not None and jh is not None and (int(jw), int(jh)) != (info.width, info.height):

@@ -105,13 +105,16 @@ def _find_image(root: Path, img_id: str, filename: str | None) -> Path:
     return folder / (filename or f"{img_id}.jpg")
 
 
-def load_voc_split(path: str | os.PathLike, split: str, class_names: Sequence[str] | None = None) -> DatasetSource:
+def load_voc_split(
+    path: str | os.PathLike, split: str, class_names: Sequence[str] | None = None, verify_images: bool = False
+) -> DatasetSource:
     """Read one split of a VOC folder, checking every object.
 
     Args:
         path: VOC root (or a folder with exactly one VOC root below it).
         split: name of the ``ImageSets/Main/<split>.txt`` file.
         class_names: class names (default: see the module docstring).
+        verify_images: decode every image (see :func:`~lightning_yolo.data.formats.base.keep_readable`).
 
     Returns:
         The split's :class:`DatasetSource`; image ids are positions in the split file.
@@ -152,7 +155,7 @@ def load_voc_split(path: str | os.PathLike, split: str, class_names: Sequence[st
             objects.append(([xmin - 1.0, ymin - 1.0, xmax, ymax], label_of[name], difficult, where))
         parsed.append((_find_image(root, img_id, tree.findtext("filename")), (image_id, objects)))
     records: list[ImageRecord] = []
-    for img_path, (image_id, objects), info in keep_readable(parsed, report):
+    for img_path, (image_id, objects), info in keep_readable(parsed, report, verify_images):
         boxes = np.array([o[0] for o in objects], np.float64).reshape(-1, 4)
         labels = np.array([o[1] for o in objects], np.int64)
         crowd = np.array([o[2] for o in objects], bool)

@@ -244,12 +244,13 @@ def _parse_label_file(
     return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(labels, np.int64), where
 
 
-def load_yolo_split(yaml_path: str | os.PathLike, split: str) -> DatasetSource:
+def load_yolo_split(yaml_path: str | os.PathLike, split: str, verify_images: bool = False) -> DatasetSource:
     """Read one split of a YOLO-txt dataset, checking every label.
 
     Args:
         yaml_path: the ``data.yaml``.
         split: ``"train"``, ``"val"`` or ``"test"``.
+        verify_images: decode every image (see :func:`~lightning_yolo.data.formats.base.keep_readable`).
 
     Returns:
         The split's :class:`DatasetSource` (image ids are positions in the sorted image list).
@@ -267,7 +268,7 @@ def load_yolo_split(yaml_path: str | os.PathLike, split: str) -> DatasetSource:
     report = ScanReport(source=str(yaml_path), split=split)
     records: list[ImageRecord] = []
     num_label_files = 0
-    for image_id, (path, _, info) in enumerate(keep_readable([(p, None) for p in images], report)):
+    for image_id, (path, _, info) in enumerate(keep_readable([(p, None) for p in images], report, verify_images)):
         label_path = next((c for c in label_candidates(path, root) if c.is_file()), None)
         boxes = np.zeros((0, 4))
         labels = np.zeros(0, np.int64)
