@@ -6,6 +6,7 @@ pyplot's global figure list; Jupyter shows a returned figure inline, TensorBoard
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -250,5 +251,82 @@ def plot_precision_recall(
     ax.set_ylabel("precision")
     ax.set_title(title or "precision-recall")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_results(rows: Sequence[dict[str, float]], title: str | None = None) -> Any:
+    """Training curves from ``results.csv`` rows: one panel per column (losses, mAP, learning rate) against epoch.
+
+    Args:
+        rows: dicts with ``epoch`` and any number of metric columns (missing or non-finite values are gaps).
+        title: figure title.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    columns = sorted({k for row in rows for k in row if k != "epoch"}, key=lambda k: (not k.startswith("train"),
+                     not k.startswith("val/") or "map" in k or "mar" in k, k))  # fmt: skip
+    count = max(len(columns), 1)
+    ncols = min(5, count)
+    nrows = math.ceil(count / ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows))
+    epochs = np.array([float(row.get("epoch", i)) for i, row in enumerate(rows)])
+    for i, column in enumerate(columns):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        values = np.array([float(row.get(column, np.nan)) if row.get(column) not in (None, "") else np.nan
+                           for row in rows])  # fmt: skip
+        values[values < 0] = np.nan  # COCO's -1: does not apply
+        ok = np.isfinite(values)
+        ax.plot(epochs[ok], values[ok], marker=".", linewidth=1.5)
+        ax.set_title(column, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_labels(
+    boxes_wh: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str | None = None
+) -> Any:
+    """Labels overview: instances per class and the box sizes (width against height, relative to the image).
+
+    Args:
+        boxes_wh: ``[N, 2]`` box width and height divided by the image's width and height.
+        labels: ``[N]`` class of each box.
+        class_names: ``C`` names.
+        title: figure title.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    names = list(class_names)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))[: len(names)]
+    fig = Figure(figsize=(10.0, 4.0))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.bar(range(len(names)), counts, color="tab:blue")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90 if len(names) > 8 else 0, fontsize=7 if len(names) > 20 else 9)
+    ax.set_ylabel("instances")
+    ax.set_title(f"{int(counts.sum())} boxes, {len(names)} classes")
+    ax = fig.add_subplot(1, 2, 2)
+    wh = np.asarray(boxes_wh, dtype=np.float64).reshape(-1, 2)
+    if len(wh) > 20000:  # a readable scatter: a fixed random sample
+        wh = wh[np.random.default_rng(0).choice(len(wh), 20000, replace=False)]
+    ax.scatter(wh[:, 0], wh[:, 1], s=3, alpha=0.3, color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("width / image width")
+    ax.set_ylabel("height / image height")
+    ax.set_title("box sizes")
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

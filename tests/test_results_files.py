@@ -1,0 +1,37 @@
+"""A run's folder holds results.csv / results.png and, by default, the pictures (issue 10, item 11)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from lightning_yolo.callbacks import ResultsFiles
+from lightning_yolo.cli import build_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = str(ROOT / "configs" / "debug.yaml")
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+PICTURES = {"labels.png", "train_batch0.png", "val_batch0_labels.png", "val_batch0_pred.png", "confusion_matrix.png",
+            "pr_curves.png"}  # fmt: skip
+
+
+@pytest.mark.parametrize("plots", [True, False])
+def test_fit_writes_results_and_pictures_by_default(tmp_path, plots):
+    cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(tmp_path), "--plots", str(plots).lower(),
+                     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])  # fmt: skip
+    callback = next(cb for cb in cli.trainer.callbacks if isinstance(cb, ResultsFiles))
+    folder = Path(cli.trainer.log_dir)
+    assert callback.folder(cli.trainer) == folder
+    with open(folder / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for key in ("train/loss", "train/box", "train/obj", "train/cls", "val/loss", "val/map_50", "val/map", "lr"):
+        assert rows[-1][key] != "", key
+    assert rows[-1]["val/map_large"] == ""  # COCO's -1 (no large objects in the debug set) is left blank
+    assert (folder / "results.png").stat().st_size > 1000
+    written = {p.name for p in folder.glob("*.png")}
+    assert PICTURES <= written if plots else not (PICTURES & written)
