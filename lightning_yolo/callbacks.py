@@ -23,6 +23,7 @@ __all__ = [
     "PredictionWriter",
     "DetectionImageLogger",
     "DetectionPlots",
+    "ResultsFiles",
 ]
 
 log = logging.getLogger(__name__)
@@ -557,3 +558,213 @@ class DetectionPlots(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._run(trainer, pl_module, getattr(pl_module, "test_map", None), "test")
+
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what a run leaves in its folder: results.csv / results.png and pictures
+
+
+class ResultsFiles(pl.Callback):
+    """Write what detection tools leave in a run's folder (the logger's version folder, or ``save_dir``).
+
+    - ``results.csv``: one row per training epoch with the epoch means of the training losses, that epoch's
+      validation losses and metrics (blank where the epoch did not validate or a metric does not apply, COCO's -1)
+      and the learning rate; ``results.png``: their curves. Resuming keeps the earlier rows.
+    - with ``pictures``: ``labels.png`` (instances per class, box sizes of the training set), ``train_batch0.png``
+      (the first training batch as the network sees it, augmented, with its boxes), and of the last validation of
+      a fit (or of ``validate`` / ``test``): ``val_batch0_labels.png`` / ``val_batch0_pred.png`` (first batch,
+      ground truth / predictions with score >= ``score_thresh``), ``confusion_matrix.png`` and ``pr_curves.png``.
+
+    The CLI adds it to every ``fit | validate | test`` run; ``--plots false`` keeps only ``results.csv`` / ``.png``.
+
+    Args:
+        save_dir: output folder (default: ``trainer.log_dir``, else ``trainer.default_root_dir``).
+        pictures: also write the pictures.
+        max_images: images per batch picture.
+        score_thresh: smallest score drawn and counted in the confusion matrix.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike | None = None,
+        pictures: bool = True,
+        max_images: int = 16,
+        score_thresh: float = 0.25,
+    ) -> None:
+        self.save_dir = None if save_dir is None else Path(save_dir)
+        self.pictures = bool(pictures)
+        self.max_images = int(max_images)
+        self.score_thresh = float(score_thresh)
+        self.rows: list[dict[str, Any]] = []
+        self._val_epoch: int | None = None
+        self._train_drawn = False
+
+    def folder(self, trainer: pl.Trainer) -> Path:
+        if self.save_dir is not None:
+            return self.save_dir
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def _save_figure(self, trainer: pl.Trainer, fig: Any, name: str) -> None:
+        path = self.folder(trainer) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+
+    def _final_evaluation(self, trainer: pl.Trainer) -> bool:
+        if trainer.sanity_checking:
+            return False
+        if not trainer.training and trainer.state.fn != "fit":
+            return True  # validate / test
+        max_epochs = trainer.max_epochs
+        return max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs - 1
+
+    # -------------------------------------------------------------------------------------------- results.csv / png
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows, self._train_drawn = [], False
+        path = self.folder(trainer) / "results.csv"
+        if trainer.current_epoch > 0 and path.is_file():  # resumed: keep the rows of the epochs already run
+            import csv
+
+            with open(path, encoding="utf-8", newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch", 0) or 0) <= trainer.current_epoch]
+        if self.pictures and trainer.is_global_zero:
+            self._labels_overview(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
+        validated = self._val_epoch == trainer.current_epoch
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if key.endswith("_step") or key.endswith("img_size"):
+                continue
+            name = key[: -len("_epoch")] if key.endswith("_epoch") else key
+            if not name.startswith(("train/", "val/")) or (name.startswith("val/") and not validated):
+                continue
+            number = float(value)
+            row[name] = "" if (not math.isfinite(number) or (number < 0 and ("map" in name or "mar" in name))) else (
+                round(number, 6))  # fmt: skip
+        if trainer.optimizers:
+            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.rows.append(row)
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        import csv
+
+        from .plots import plot_results
+
+        columns: list[str] = ["epoch"]
+        for group in ("train/", "val/", ""):
+            for row in self.rows:
+                for key in row:
+                    if key not in columns and key.startswith(group):
+                        columns.append(key)
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "results.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        fig = plot_results([{k: v for k, v in r.items() if v != ""} for r in self.rows])
+        self._save_figure(trainer, fig, "results.png")
+
+    # -------------------------------------------------------------------------------------------- pictures
+    def _labels_overview(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import numpy as np
+
+        from .plots import plot_labels
+
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "source"):
+            return
+        records = dm.source("train").records
+        wh, labels = [], []
+        for rec in records:
+            keep = ~rec.iscrowd
+            if keep.any():
+                b = rec.boxes[keep]
+                wh.append((b[:, 2:] - b[:, :2]) / np.array([rec.width, rec.height], np.float32))
+                labels.append(rec.labels[keep])
+        wh_all = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
+        labels_all = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        names = list(getattr(pl_module, "class_names", []) or dm.class_names)
+        fig = plot_labels(wh_all, labels_all, names, title=f"training labels ({len(records)} images)")
+        self._save_figure(trainer, fig, "labels.png")
+
+    def _draw(self, pl_module: pl.LightningModule, images: torch.Tensor, dets: Sequence[dict[str, torch.Tensor]]):
+        from .visualize import draw_detections
+
+        names = list(getattr(pl_module, "class_names", []) or []) or None
+        drawn = [
+            draw_detections(img.detach().float().cpu(), d["boxes"].detach().cpu(), d["labels"].detach().cpu(),
+                            d["scores"].detach().cpu() if "scores" in d else None, class_names=names)  # fmt: skip
+            for img, d in zip(images[: self.max_images], dets, strict=False)
+        ]
+        return _grid(drawn)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.pictures or self._train_drawn or not trainer.is_global_zero:
+            return
+        from .visualize import save_image
+
+        self._train_drawn = True
+        grid = self._draw(pl_module, batch["images"], batch["targets"])
+        save_image(grid, self.folder(trainer) / "train_batch0.png")
+
+    def _eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, prefix: str) -> None:
+        from .visualize import save_image
+
+        images = batch["images"][: self.max_images]
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            dets = pl_module.predictor(score_thresh=self.score_thresh)(images)  # boxes in the input pixels
+        pl_module.train(was_training)
+        folder = self.folder(trainer)
+        save_image(self._draw(pl_module, images, batch["targets"]), folder / f"{prefix}_batch0_labels.png")
+        save_image(self._draw(pl_module, images, dets), folder / f"{prefix}_batch0_pred.png")
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if self.pictures and batch_idx == 0 and trainer.is_global_zero and self._final_evaluation(trainer):
+            self._eval_batch(trainer, pl_module, batch, "val")
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if self.pictures and batch_idx == 0 and trainer.is_global_zero:
+            self._eval_batch(trainer, pl_module, batch, "test")
+
+    def _curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, prefix: str) -> None:
+        # runs before the module's epoch end, which computes and resets the metric: its states hold the epoch
+        from . import plots
+
+        if metric is None or not hasattr(metric, "detection_box") or not trainer.is_global_zero:
+            return
+        preds, targets = DetectionPlots.collected(metric)
+        num_classes = int(pl_module.hparams.num_classes)
+        names = list(getattr(pl_module, "class_names", []) or []) or None
+        matrix = plots.confusion_matrix(preds, targets, num_classes, 0.5, self.score_thresh)
+        self._save_figure(trainer, plots.plot_confusion_matrix(matrix, names, title=f"{prefix} confusion matrix"),
+                          "confusion_matrix.png" if prefix == "val" else f"{prefix}_confusion_matrix.png")  # fmt: skip
+        curves = plots.precision_recall_curves(preds, targets, num_classes, 0.5)
+        fig = plots.plot_precision_recall(curves, names, title=f"{prefix} precision-recall (IoU 0.5)")
+        self._save_figure(trainer, fig, "pr_curves.png" if prefix == "val" else f"{prefix}_pr_curves.png")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pictures and self._final_evaluation(trainer):
+            self._curves(trainer, pl_module, getattr(pl_module, "val_map", None), "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pictures:
+            self._curves(trainer, pl_module, getattr(pl_module, "test_map", None), "test")
