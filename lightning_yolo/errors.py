@@ -60,8 +60,8 @@ def is_user_error(err: BaseException) -> bool:
 def one_line(err: BaseException) -> str:
     """The message of ``err`` on one line (continuation lines joined with ``; ``)."""
     text = str(err)
-    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
-        text = f"{err.filename}: {err.strerror or text}"
+    if isinstance(err, OSError) and err.strerror:  # "[Errno 20] Not a directory: 'x'" -> "x: Not a directory"
+        text = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
     if isinstance(err, KeyError):
         text = f"key {text}"
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]

@@ -339,7 +339,7 @@ CASES = [
     Case("root_dir_is_a_file",
          lambda t, _: (t.joinpath("file").write_text("x"), fit_args(t, yolo(t / "ds"), "--trainer.default_root_dir",
                                                                       str(t / "file" / "run")))[1],
-         "error", ("file",)),
+         "error", ("file/run: Not a directory",)),
     # ---------------------------------------------------------------- checkpoints
     Case("ckpt_empty", _ckpt_file(lambda c: b""), "error", ("bad.ckpt: checkpoint file is empty (0 bytes",)),
     Case("ckpt_truncated", _ckpt_file(lambda c: c.read_bytes()[: c.stat().st_size // 2]), "error",

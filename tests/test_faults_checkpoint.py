@@ -142,3 +142,24 @@ def test_kill_9_at_any_moment_of_a_write_leaves_a_loadable_last_ckpt(tmp_path):
     assert max(seen_versions) > 0  # the writer did replace the file between kills
     atomic_torch_save({"version": -1}, path)  # the next save cleans up what the kills left
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_disk_full_during_fit_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from lightning_yolo.cli import main
+
+    def full(obj, f):
+        f.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", full)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+              "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "[Errno" not in lines[0]
+    assert "checkpoints/best.ckpt: cannot write the checkpoint (No space left on device; free some space" in lines[0]
+    assert lines[0].endswith("no file was written")
+    assert not list(tmp_path.rglob("*.tmp"))
