@@ -183,6 +183,11 @@ class YOLOCLI(LightningCLI):
             trainer.callbacks.append(ResultsFiles(pictures=bool(plots)))
         return trainer
 
+    def before_fit(self) -> None:
+        # what the scan found (format, images, boxes, backgrounds, skipped files by reason, classes), before training
+        if self.trainer.is_global_zero and hasattr(self.datamodule, "summary"):
+            print(f"[lightning-yolo fit] {self.datamodule.summary()}")
+
     def after_fit(self) -> None:
         self._print_metrics("fit")
 

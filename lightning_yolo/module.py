@@ -263,8 +263,11 @@ class YOLOModule(pl.LightningModule):
             )
         bs = images.shape[0]
         for key, value in losses.items():
-            self.log(f"train/{key}", value.detach(), batch_size=bs, prog_bar=key == "loss", on_step=True, on_epoch=True)
-        self.log("train/img_size", float(images.shape[-1]), batch_size=bs, on_step=True, on_epoch=False)
+            self.log(f"train/{key}", value.detach(), batch_size=bs, prog_bar=True, on_step=True, on_epoch=True)
+        # the progress bar shows what a detection tool shows: loss components, input size, boxes in the batch
+        self.log("train/img_size", float(images.shape[-1]), batch_size=bs, prog_bar=True, on_step=True, on_epoch=False)
+        instances = float(sum(int(t["labels"].numel()) for t in targets))
+        self.log("train/instances", instances, batch_size=bs, prog_bar=True, on_step=True, on_epoch=False)
         return total
 
     def _predict_original(self, raw_maps: list[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]], **kw: Any):

@@ -20,7 +20,7 @@ PICTURES = {"labels.png", "train_batch0.png", "val_batch0_labels.png", "val_batc
 
 
 @pytest.mark.parametrize("plots", [True, False])
-def test_fit_writes_results_and_pictures_by_default(tmp_path, plots):
+def test_fit_writes_results_and_pictures_by_default(tmp_path, plots, capsys):
     cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(tmp_path), "--plots", str(plots).lower(),
                      "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])  # fmt: skip
     callback = next(cb for cb in cli.trainer.callbacks if isinstance(cb, ResultsFiles))
@@ -35,3 +35,11 @@ def test_fit_writes_results_and_pictures_by_default(tmp_path, plots):
     assert (folder / "results.png").stat().st_size > 1000
     written = {p.name for p in folder.glob("*.png")}
     assert PICTURES <= written if plots else not (PICTURES & written)
+    # item 12: the dataset summary at fit start; item 13: loss components, input size and instances in the bar
+    out = capsys.readouterr().out
+    assert "[lightning-yolo fit] dataset: synthetic shapes" in out and "(4 classes: circle, square" in out
+    assert "  train: 32 images, " in out and "  val: 8 images, " in out
+    bar = cli.trainer.progress_bar_metrics
+    for key in ("train/box", "train/obj", "train/cls", "train/loss"):
+        assert any(k.startswith(key) for k in bar), key
+    assert bar["train/img_size"] == 128 and bar["train/instances"] > 0

@@ -290,6 +290,29 @@ class YOLODataModule(pl.LightningDataModule):
                 f"class names of the scanned dataset {names} differ from those read at init {self._class_names}"
             )
 
+    def summary(self, splits: tuple[str, ...] = ("train", "val")) -> str:
+        """What the scan found, for the start of a run: format and path, per split the images, boxes, images without
+        boxes and what was skipped (counts by reason), and the class names. Scans the splits not scanned yet."""
+        loc = self._ensure_location()
+        where = "synthetic shapes" if self.path is None else loc.format
+        names = self.class_names
+        shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
+        lines = [f"dataset: {where} {loc.path} ({len(names)} classes: {shown})"]
+        for split in splits:
+            if split == "test" and "test" not in loc.splits():
+                continue
+            report = self.source(split).report
+            line = (
+                f"  {split}: {report.num_images} images, {report.num_boxes} boxes, {report.num_background} "
+                "backgrounds"
+            )
+            skipped = sum(report.counts.values())
+            if skipped:
+                reasons = ", ".join(f"{n} {problem}" for problem, n in sorted(report.counts.items()))
+                line += f"; skipped or changed: {skipped} ({reasons})"
+            lines.append(line)
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------------------------------------------------
     # loaders
 
