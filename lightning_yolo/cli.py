@@ -48,6 +48,21 @@ CKPT_DATA_KEYS = (
 
 EXTRA_COMMANDS = ("export", "anchors", "convert")
 
+#: ``lightning-yolo --help``: every subcommand, before LightningCLI's own help (which knows only its four).
+OVERVIEW = """lightning-yolo: YOLOv4 object detection with PyTorch Lightning
+
+commands:
+  fit        train (no --config: the demo, configs/demo.yaml); --ckpt_path resumes
+  validate   COCO mAP and the per-class table on the val split (--ckpt_path alone: the checkpoint's data)
+  test       the same on the test split
+  predict    detections of images -> predictions.json (+ drawn images)
+  export     a checkpoint -> ONNX / TorchScript / darknet files   (lightning-yolo export --help)
+  anchors    k-means anchors for a dataset                        (lightning-yolo anchors --help)
+  convert    darknet .cfg + .weights -> a checkpoint              (lightning-yolo convert --help)
+
+shipped configs, by name or path: --config demo | debug | custom_yolo_format | yolov4_coco
+"""
+
 
 class YOLOCLI(LightningCLI):
     """LightningCLI for :class:`YOLOModule` and :class:`YOLODataModule`.
@@ -299,16 +314,59 @@ def main(args: list[str] | None = None) -> None:
     run_reporting_errors(_run, list(sys.argv[1:] if args is None else args))
 
 
+def _dashed_option(arg: str) -> str:
+    """``--img_size`` / ``--img_size=320`` -> ``--img-size`` / ``--img-size=320`` (argparse options of the tools)."""
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg.partition("=")
+    return name.replace("_", "-") + sep + value
+
+
+def shipped_config(name: str) -> str | None:
+    """Path of a config shipped with the package (``configs/<name>.yaml``, installed as ``lightning_yolo.configs``),
+    or ``None``."""
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    if not stem or "/" in stem or "\\" in stem:
+        return None
+    path = resources.files("lightning_yolo.configs").joinpath(f"{stem}.yaml")
+    return str(path) if path.is_file() else None
+
+
+def with_shipped_configs(argv: list[str]) -> list[str]:
+    """``--config NAME`` / ``-c NAME`` naming a shipped config (``custom_yolo_format``) instead of an existing file
+    -> its installed path, so the configs work from a wheel install as from a checkout."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value, prefix = None, ""
+        if arg in ("--config", "-c") and i + 1 < len(out):
+            value, index = out[i + 1], i + 1
+        elif arg.startswith(("--config=", "-c=")):
+            prefix, value = arg.split("=", 1)[0] + "=", arg.split("=", 1)[1]
+            index = i
+        if value is None or os.path.exists(value):
+            continue
+        path = shipped_config(value)
+        if path is not None:
+            out[index] = prefix + path
+    return out
+
+
 def _run(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(OVERVIEW)
+        if not argv:
+            return
     if argv and argv[0] in EXTRA_COMMANDS:
         from . import tools
 
-        getattr(tools, f"{argv[0]}_main")(argv[1:])
+        # the flag style of the other subcommands (--img_size) works here too: --img_size == --img-size
+        getattr(tools, f"{argv[0]}_main")([_dashed_option(a) for a in argv[1:]])
         return
     with warnings.catch_warnings():
         # LightningCLI warns when it gets args= while sys.argv holds arguments too; here they are the same arguments
         # (with the demo config inserted). sys.argv itself must stay: DDP launches the other ranks from it.
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+        argv = with_shipped_configs(argv)
         check_config_files(argv)  # YAML errors name the file and line
         build_cli(with_checkpoint_data(with_demo_config(argv)))
 

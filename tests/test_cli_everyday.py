@@ -144,3 +144,20 @@ def test_short_fit_validates_at_the_end_and_says_close_mosaic_covers_it(tmp_path
     assert "val/map_50" in cli.trainer.callback_metrics
     best = next(cb for cb in cli.trainer.callbacks if type(cb) is ModelCheckpoint).best_model_path
     assert best.endswith("best.ckpt") and Path(best).is_file()
+
+
+def test_help_lists_every_subcommand_and_configs_by_name(capsys):
+    from lightning_yolo.cli import _dashed_option, with_shipped_configs
+
+    with pytest.raises(SystemExit) as err:
+        main(["--help"])
+    assert err.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "export", "anchors", "convert"):
+        assert f"\n  {command} " in out, command
+    debug = with_shipped_configs(["fit", "--config", "debug"])[2]
+    assert Path(debug).name == "debug.yaml" and Path(debug).is_file()
+    assert with_shipped_configs(["fit", "-c=custom_yolo_format.yaml"])[1].endswith("custom_yolo_format.yaml")
+    assert with_shipped_configs(["fit", "-c=custom_yolo_format.yaml"])[1].startswith("-c=/")
+    assert with_shipped_configs(["fit", "--config", "nope"]) == ["fit", "--config", "nope"]  # left to the parser
+    assert _dashed_option("--img_size=320") == "--img-size=320" and _dashed_option("a_b.ckpt") == "a_b.ckpt"
