@@ -81,7 +81,10 @@ def nms_micro(repeats: int = 3) -> None:
         lo, hi = boxes.min(), boxes.max()
         return tv_ops.nms(boxes - lo + (idxs.to(boxes) * (hi - lo + 1))[:, None], scores, 0.6)
 
-    for name, fn in (("one nms call, groups spaced", single_call), ("ops.nms.batched_nms", lambda: batched_nms(boxes, scores, idxs, 0.6))):
+    def current():
+        return batched_nms(boxes, scores, idxs, 0.6)
+
+    for name, fn in (("one nms call, groups spaced", single_call), ("ops.nms.batched_nms", current)):
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
@@ -129,7 +132,8 @@ def main() -> None:
         elif state == "trained":
             start = time.perf_counter()
             _trainer(max_epochs=args.train_epochs, limit_val_batches=0, num_sanity_val_steps=0).fit(module, dm_train)
-            print(f"trained {args.train_epochs} epochs at {args.train_img_size} px in {time.perf_counter() - start:.0f} s")
+            took = time.perf_counter() - start
+            print(f"trained {args.train_epochs} epochs at {args.train_img_size} px in {took:.0f} s")
             if args.ckpt:
                 torch.save(module.state_dict(), args.ckpt)
         cands = _candidates(module, dm_val)
@@ -138,12 +142,14 @@ def main() -> None:
                 seconds, map50 = _validate(module, dm_val, cap, kind, args.repeats)
                 rows.append((state, kind, cap, cands, seconds, map50))
                 print(f"{state:8s} {kind:6s} max_nms {cap:6d}: {cands:7.0f} candidates/image, "
-                      f"{seconds:6.2f} s ({1000 * seconds / args.num_val:6.1f} ms/image), mAP50 {map50:.3f}", flush=True)
+                      f"{seconds:6.2f} s ({1000 * seconds / args.num_val:6.1f} ms/image), mAP50 {map50:.3f}",
+                      flush=True)  # fmt: skip
 
     print("\n| model | NMS | max_nms | candidates / image | validation s | ms / image | mAP50 |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for state, kind, cap, cands, seconds, map50 in rows:
-        print(f"| {state} | {kind} | {cap} | {cands:.0f} | {seconds:.2f} | {1000 * seconds / args.num_val:.1f} | {map50:.3f} |")
+        per_image = 1000 * seconds / args.num_val
+        print(f"| {state} | {kind} | {cap} | {cands:.0f} | {seconds:.2f} | {per_image:.1f} | {map50:.3f} |")
     trained = {(k, c): s for st, k, c, _, s, _ in rows if st == "trained"}
     print("\nrandom / trained validation time:")
     for st, kind, cap, _, seconds, _ in rows:
