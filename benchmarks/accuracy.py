@@ -146,7 +146,7 @@ class WallClockLog(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.t0 = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.path or trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics

@@ -196,6 +196,7 @@ class YOLOCLI(LightningCLI):
             # detection tools do
             plots = self.config[self.subcommand].get("plots", True)
             trainer.callbacks.append(ResultsFiles(pictures=bool(plots)))
+            _plan_by_time(trainer)
         return trainer
 
     def before_fit(self) -> None:
@@ -229,6 +230,19 @@ class YOLOCLI(LightningCLI):
         last = next((cb for cb in self.trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
         if stage == "fit" and last is not None and last.best_model_path:
             print(f"[lightning-yolo fit] last checkpoint: {last.best_model_path}")
+
+
+def _plan_by_time(trainer: Any) -> None:
+    """With ``--trainer.max_time``, plan epochs, schedule and close-mosaic over it (:class:`TimeBudget`)."""
+    from pytorch_lightning.callbacks import Timer
+
+    from .recipe import TimeBudget
+
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    if timer is None or getattr(timer, "_duration", None) is None:
+        return
+    if not any(isinstance(cb, TimeBudget) for cb in trainer.callbacks):
+        trainer.callbacks.insert(0, TimeBudget())
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> YOLOCLI:

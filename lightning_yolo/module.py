@@ -50,6 +50,12 @@ class YOLOModule(pl.LightningModule):
         box_weight: weight of the box term.
         obj_weight: weight of the objectness term.
         cls_weight: weight of the class term.
+        neighbour_cells: also assign the adjacent cells that the grid-sensitive decode can reach (YOLOv5 /
+            Scaled-YOLOv4; with ``model_overrides: {scale_x_y: [2, 2, 2]}`` every ground truth gets ~3x the cells).
+        obj_ref_size: objectness weight relative to this input size: scaled by ``(input side / obj_ref_size)^2``
+            so a positive cell weighs the same at every size (YOLOv5's ``(imgsz / 640)^2``); ``None``: unscaled.
+        level_obj_weights: objectness weight per level, finest first (``None``: equal; ``"stride"``: YOLOv5's
+            balance by stride, 4.0 / 1.0 / 0.4 for strides 8 / 16 / 32).
         optimizer: an ``OptimizerCallable`` taking parameter groups (overrides ``optimizer_name``/``lr``/...).
         optimizer_name: ``"adamw"`` (default; ``betas=(momentum, 0.999)``) or ``"sgd"`` (Nesterov). Both get
             parameter groups without weight decay on norms and biases. The loss is a mean over the batch, so SGD
@@ -95,6 +101,9 @@ class YOLOModule(pl.LightningModule):
         box_weight: float = 0.05,
         obj_weight: float = 1.0,
         cls_weight: float = 0.02,
+        neighbour_cells: bool = False,
+        obj_ref_size: int | None = None,
+        level_obj_weights: list[float] | str | None = "stride",
         optimizer: OptimizerCallable | None = None,
         optimizer_name: str = "adamw",
         lr: float = 2e-3,
@@ -181,6 +190,9 @@ class YOLOModule(pl.LightningModule):
             box_weight=hp.box_weight,
             obj_weight=hp.obj_weight,
             cls_weight=hp.cls_weight,
+            neighbour_cells=hp.get("neighbour_cells", False),
+            level_obj_weights=hp.get("level_obj_weights", "stride"),
+            obj_ref_size=hp.get("obj_ref_size"),
         )
 
     @staticmethod

@@ -85,6 +85,9 @@ class YOLOLoss(nn.Module):
             (1.0, 0.4) for yolov4-tiny's 16/32; it offsets the mean over the many cells of the fine maps, where a
             positive would otherwise weigh 16x less on stride 8 than on stride 32.
         neighbour_cells: also assign the neighbouring cells that can reach the centre (see :mod:`.assigner`).
+        obj_ref_size: when set, each level's objectness mean is scaled by ``input area / obj_ref_size**2`` so a
+            positive cell weighs the same at every input size (YOLOv5's ``obj *= (imgsz / 640) ** 2``); ``None``: a
+            plain mean over cells.
 
     Note on the weights: darknet sums every delta (``iou_normalizer=0.07`` per box, ``cls_normalizer=1.0`` per
     class logit, 1.0 per objectness cell) and divides the learning rate by the batch. With mean reductions the
@@ -125,6 +128,7 @@ class YOLOLoss(nn.Module):
         cls_weight: float = 0.02,
         level_obj_weights: Sequence[float] | str | None = "stride",
         neighbour_cells: bool = False,
+        obj_ref_size: float | None = None,
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -166,6 +170,7 @@ class YOLOLoss(nn.Module):
         self.cls_weight = float(cls_weight)
         self.level_obj_weights = level_obj_weights
         self.neighbour_cells = bool(neighbour_cells)
+        self.obj_ref_size = None if obj_ref_size in (None, 0) else float(obj_ref_size)
         self.register_buffer("anchors", anchors.anchors.detach().clone().float(), persistent=False)
         self.register_buffer("strides", anchors.strides.detach().clone().float(), persistent=False)
         self.register_buffer("scale_x_y", anchors.scale_x_y.detach().clone().float(), persistent=False)
@@ -303,7 +308,12 @@ class YOLOLoss(nn.Module):
                     ignored[b, a, gy, gx] = False
                     keep = (~ignored).to(obj_logits.dtype)
                 obj_bce = self._obj_bce(obj_logits, obj_target)
-                obj_terms.append(self.level_obj_weights[level] * (obj_bce * keep).sum() / keep.sum().clamp(min=1.0))
+                obj_mean = (obj_bce * keep).sum() / keep.sum().clamp(min=1.0)
+                if self.obj_ref_size:
+                    # a mean over the cells of this input size, as if over the cells of a ref_size x ref_size input:
+                    # a positive weighs the same at every image size (YOLOv5 scales its gain by (imgsz / 640)^2)
+                    obj_mean = obj_mean * (height * width * float(strides[level]) ** 2 / self.obj_ref_size**2)
+                obj_terms.append(self.level_obj_weights[level] * obj_mean)
 
             pred_xyxy = torch.cat(pred_boxes)
             num_assigned = max(int(pred_xyxy.shape[0]), 1)
@@ -315,6 +325,7 @@ class YOLOLoss(nn.Module):
             cls = F.binary_cross_entropy_with_logits(logits, cls_target, reduction="sum") / num_assigned
 
             box = self.box_weight * box
-            obj = self.obj_weight * torch.stack(obj_terms).sum()
+            # 3 / levels: two-level models (yolov4_tiny) weigh objectness like three-level ones (YOLOv5: obj *= 3 / nl)
+            obj = self.obj_weight * (3.0 / len(obj_terms)) * torch.stack(obj_terms).sum()
             cls = self.cls_weight * cls
             return {"box": box, "obj": obj, "cls": cls, "loss": box + obj + cls}
