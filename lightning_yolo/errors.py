@@ -244,7 +244,7 @@ class InterruptNotice(pl.Callback):
                 f"{self.resume_command(ckpt)}"
             )
         elif trainer.state.fn == "fit":
-            self.message = f"interrupted by {what} at {where}; no checkpoint written yet (the first epoch had not ended)"
+            self.message = f"interrupted by {what} at {where}; no checkpoint written yet (first epoch not finished)"
         else:
             self.message = f"interrupted by {what} at {where}"
         print(f"[lightning-yolo] {self.message}", file=sys.stderr, flush=True)

@@ -54,7 +54,9 @@ def yolo(root: Path, n: int = 4, ext: str = ".jpg", yaml: str | None = None, lab
     return root / "data.yaml"
 
 
-def coco(root: Path, n: int = 4, missing: tuple[int, ...] = (), anns: list | None = None, raw: str | None = None) -> Path:
+def coco(
+    root: Path, n: int = 4, missing: tuple[int, ...] = (), anns: list | None = None, raw: str | None = None
+) -> Path:
     images = []
     for i in range(n):
         if i not in missing:

@@ -151,6 +151,7 @@ def test_damaged_jpeg_data_is_counted_when_images_are_verified(tmp_path):
     _damage_jpeg_data(root / "train" / "b.jpg")
     src = load_yolo_split(_yaml(root), "train")  # header scan: cannot see it
     assert len(src.records) == 2 and not src.report.counts
-    with pytest.warns(DatasetWarning, match=r"1 x damaged image data \(decodes with artefacts; kept\) \(e\.g\. .*b\.jpg"):
+    damaged = r"1 x damaged image data \(decodes with artefacts; kept\) \(e\.g\. .*b\.jpg"
+    with pytest.warns(DatasetWarning, match=damaged):
         src = load_yolo_split(_yaml(root), "train", verify_images=True)
     assert len(src.records) == 2 and src.records[1].height == 96
