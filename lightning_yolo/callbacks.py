@@ -606,6 +606,8 @@ class ResultsFiles(pl.Callback):
         return Path(trainer.log_dir or trainer.default_root_dir)
 
     def _save_figure(self, trainer: pl.Trainer, fig: Any, name: str) -> None:
+        if not trainer.is_global_zero:
+            return
         path = self.folder(trainer) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
@@ -746,7 +748,8 @@ class ResultsFiles(pl.Callback):
             self._eval_batch(trainer, pl_module, batch, "test")
 
     def _curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, prefix: str) -> None:
-        # runs before the module's epoch end, which computes and resets the metric: its states hold the epoch
+        # runs before the module's epoch end, which computes and resets the metric: its states hold the epoch.
+        # Under DDP process 0 plots its share (precision_recall_curves does not sync across processes).
         from . import plots
 
         if metric is None or not hasattr(metric, "detection_box") or not trainer.is_global_zero:

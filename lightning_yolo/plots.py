@@ -144,6 +144,9 @@ def precision_recall_curves(
         iou_thresholds=[float(iou_thresh)],
         rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
         extended_summary=True,
+        # the curves of the detections given, also under DDP: a sync would need every process to call this (and
+        # to hold as many images), so one process plotting its share would wait forever
+        sync_on_compute=False,
     )
     clean_targets = []
     for t in targets:
