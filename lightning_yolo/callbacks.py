@@ -600,10 +600,18 @@ class ResultsFiles(pl.Callback):
         self._val_epoch: int | None = None
         self._train_drawn = False
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts from process 0 under DDP: resolve it here, where every process takes part, never
+        # inside a process-0-only hook (process 0 alone would wait forever)
+        self._folder = self.save_dir if self.save_dir is not None else Path(trainer.log_dir or trainer.default_root_dir)
+
     def folder(self, trainer: pl.Trainer) -> Path:
-        if self.save_dir is not None:
-            return self.save_dir
-        return Path(trainer.log_dir or trainer.default_root_dir)
+        """The output folder (resolved at ``setup``)."""
+        folder = getattr(self, "_folder", None)
+        if folder is None:
+            self.setup(trainer, trainer.lightning_module, "fit")
+            folder = self._folder
+        return folder
 
     def _save_figure(self, trainer: pl.Trainer, fig: Any, name: str) -> None:
         if not trainer.is_global_zero:
