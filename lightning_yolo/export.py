@@ -300,6 +300,8 @@ def export_onnx(
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
+    if exporter == "dynamo":
+        _require_export_extra("onnxscript", "the dynamo ONNX exporter")
     if with_nms and opset < 11:
         raise ValueError(f"with_nms=True needs opset >= 11 (NonMaxSuppression), got opset={opset}")
     module, output_names = export_module(predictor_or_model, with_nms=with_nms, fuse=fuse, pre_nms_topk=pre_nms_topk)
@@ -387,6 +389,7 @@ def check_onnx(
     Returns:
         ``{output_name: max |onnx - torch|}``.
     """
+    _require_export_extra("onnxruntime", "checking an export against PyTorch")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
@@ -402,3 +405,11 @@ def check_onnx(
         else 0.0
         for name, got, exp in zip(names, outputs, expected, strict=True)
     }
+
+
+def _require_export_extra(module: str, what: str) -> None:
+    """An ``ImportError`` that names the extra to install when an optional export dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"{what} needs the {module} package: pip install 'lightning-yolo[export]'")

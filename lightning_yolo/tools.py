@@ -182,6 +182,8 @@ def _add_onnx_metadata(path: Path, predictor: Any, img_size: Any, outputs: str) 
     try:
         import onnx
     except ImportError:  # pragma: no cover - onnx comes with the [export] extra
+        print("[lightning-yolo export] onnx is not installed: class names and input size not stored in the file "
+              "(pip install 'lightning-yolo[export]')")  # fmt: skip
         return
     model = onnx.load(str(path))
     meta = {
