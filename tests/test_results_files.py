@@ -19,7 +19,7 @@ PICTURES = {"labels.png", "train_batch0.png", "val_batch0_labels.png", "val_batc
             "pr_curves.png"}  # fmt: skip
 
 
-@pytest.mark.parametrize("plots", [True, False])
+@pytest.mark.parametrize("plots", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_fit_writes_results_and_pictures_by_default(tmp_path, plots, capsys):
     cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(tmp_path), "--plots", str(plots).lower(),
                      "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])  # fmt: skip
