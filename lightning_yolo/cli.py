@@ -245,11 +245,12 @@ def _plan_by_time(trainer: Any) -> None:
         trainer.callbacks.insert(0, TimeBudget())
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> YOLOCLI:
+def build_cli(args: list[str] | None = None, run: bool = True, parser_kwargs: dict | None = None) -> YOLOCLI:
     """Create the CLI (``run=False`` instantiates classes without running a subcommand; used in tests)."""
     return YOLOCLI(
         YOLOModule,
         YOLODataModule,
+        parser_kwargs=parser_kwargs,
         save_config_kwargs={"overwrite": True},
         parser_class=SuggestingArgumentParser,
         args=args,
@@ -382,6 +383,13 @@ def _run(argv: list[str]) -> None:
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
         argv = with_shipped_configs(argv)
         check_config_files(argv)  # YAML errors name the file and line
+        if argv[0] in DEMO_COMMANDS and any(a in ("-h", "--help") for a in argv[1:]) and not any(
+            _is_config_flag(a) for a in argv[1:]
+        ):
+            # `fit --help` shows the defaults that run without --config: the demo config's (only for the help: as
+            # a parser default the demo would merge under every --config file)
+            build_cli(argv, parser_kwargs={argv[0]: {"default_config_files": [demo_config_path()]}})
+            return
         build_cli(with_checkpoint_data(with_demo_config(argv)))
 
 
