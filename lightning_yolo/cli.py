@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from importlib import resources
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -292,8 +293,8 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 
 
 def checkpoint_data_args(ckpt_path: str) -> list[str]:
-    """``--data.*`` flags holding the data settings saved in a checkpoint (:data:`CKPT_DATA_KEYS`); ``[]`` when the
-    checkpoint has none (not written by this package's DataModule)."""
+    """``--data.*`` flags holding the data settings saved in a checkpoint (:data:`CKPT_DATA_KEYS`), and
+    ``--trainer.default_root_dir`` = the root of the checkpoint's run when it lies in a Lightning run folder."""
     ckpt = load_checkpoint_dict(ckpt_path)  # errors name the file (empty, truncated, not a checkpoint)
     saved = ckpt.get("datamodule_hyper_parameters") or {}
     out = []
@@ -303,6 +304,11 @@ def checkpoint_data_args(ckpt_path: str) -> list[str]:
         value = saved[key]
         text = "null" if value is None else json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
         out.append(f"--data.{key}={text}")
+    # runs land next to the checkpoint's run: <root>/lightning_logs/version_N/checkpoints/x.ckpt -> <root>
+    # (validate logs, predict's predictions/), not the demo config's runs/demo
+    path = Path(ckpt_path).resolve()
+    if len(path.parents) > 3 and path.parent.name == "checkpoints" and path.parents[1].name.startswith("version_"):
+        out.append(f"--trainer.default_root_dir={path.parents[3]}")
     return out
 
 

@@ -47,6 +47,8 @@ def test_short_config_flag_does_not_merge_the_demo():
 def test_validate_with_ckpt_path_alone_uses_the_checkpoints_data(small_ckpt, tmp_path, capsys):
     argv = with_checkpoint_data(with_demo_config(["validate", "--ckpt_path", str(small_ckpt)]))
     assert argv[:3] == ["validate", "--config", demo_config_path()]  # demo first, the checkpoint's data after it
+    # the run lands next to the checkpoint's run (<root>/lightning_logs/version_0/checkpoints/last.ckpt), not runs/demo
+    assert f"--trainer.default_root_dir={small_ckpt.resolve().parents[3]}" in argv
     cli = build_cli([*argv, "--trainer.default_root_dir", str(tmp_path)])
     assert cli.datamodule.img_size == 96 and cli.datamodule.hparams.synthetic_num_val == 6
     # flags typed by the user win over the checkpoint's settings
