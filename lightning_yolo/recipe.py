@@ -249,7 +249,8 @@ class TimeBudget(pl.Callback):
     ``Trainer(max_time=...)`` stays as the hard stop; this callback aims to finish just before it.
 
     Args:
-        seconds: the budget; ``None`` reads it from ``Trainer(max_time=...)``. Counted from the start of ``fit``.
+        seconds: the budget; ``None`` reads it from ``Trainer(max_time=...)``. Counted from the start of ``fit``;
+            a resumed run (``fit --ckpt_path``) continues the budget where the checkpoint left it.
         margin: seconds kept free for what follows the last epoch (saving, the final print).
     """
 
@@ -260,7 +261,15 @@ class TimeBudget(pl.Callback):
         self._epoch_t0 = 0.0
         self._epoch_costs: list[float] = []
         self._max_epochs_cfg: int | None = None
+        self._used_before = 0.0  # seconds of the budget spent before a resume (from the checkpoint)
         self.plans: list[tuple[int, int]] = []  # (epoch planned at, max_epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        # a resumed run continues the same budget (as Lightning's Timer does)
+        return {"used_s": self._used_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._used_before = float(state_dict.get("used_s", 0.0))
 
     def _budget(self, trainer: pl.Trainer) -> float | None:
         if self.seconds is not None:
@@ -312,7 +321,7 @@ class TimeBudget(pl.Callback):
         budget = self._budget(trainer)
         if budget is None or epoch_cost <= 0:
             return
-        elapsed = time.perf_counter() - self._t0
+        elapsed = self._used_before + time.perf_counter() - self._t0
         if done == 0:  # inside epoch 0: the rest of it is still to come
             remaining_epochs = (budget - self.margin) / epoch_cost
         else:

@@ -153,3 +153,14 @@ def test_time_budget_plans_epochs_and_finishes_the_schedule(tmp_path):
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(cli.model.hparams.lr * 0.05, rel=0.2)  # ended at (about) the cosine minimum
     assert "val/map_50" in trainer.callback_metrics  # the last epoch validated
+
+
+def test_time_budget_state_continues_after_resume():
+    """The seconds spent before a checkpoint count against the budget of the resumed run."""
+    first = TimeBudget(seconds=100.0)
+    first._t0 = 1.0  # started
+    state = first.state_dict()
+    assert state["used_s"] > 0
+    resumed = TimeBudget(seconds=100.0)
+    resumed.load_state_dict({"used_s": 40.0})
+    assert resumed.state_dict()["used_s"] == pytest.approx(40.0)
