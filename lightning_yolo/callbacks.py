@@ -631,14 +631,18 @@ class ResultsFiles(pl.Callback):
     # -------------------------------------------------------------------------------------------- results.csv / png
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.rows, self._train_drawn = [], False
+        if self.pictures and trainer.is_global_zero:
+            self._labels_overview(trainer, pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # resumed (fit --ckpt_path continues in its run folder): keep the rows of the epochs already run. Here, not in
+        # on_fit_start: a checkpoint written at an epoch's end counts that epoch only once the fit loop has restarted
         path = self.folder(trainer) / "results.csv"
-        if trainer.current_epoch > 0 and path.is_file():  # resumed: keep the rows of the epochs already run
+        if trainer.current_epoch > 0 and path.is_file():
             import csv
 
             with open(path, encoding="utf-8", newline="") as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch", 0) or 0) <= trainer.current_epoch]
-        if self.pictures and trainer.is_global_zero:
-            self._labels_overview(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:

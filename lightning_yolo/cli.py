@@ -49,6 +49,25 @@ CKPT_DATA_KEYS = (
 
 EXTRA_COMMANDS = ("export", "anchors", "convert")
 
+#: Run folder of each subcommand when no ``--name`` is given, as ultralytics names them: ``fit`` ->
+#: ``<trainer.default_root_dir>/train`` (then ``train2``, ``train3``, ...), ``validate`` -> ``val``, ...
+RUN_NAMES = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
+
+#: The run folder chosen by the launching process; DDP processes started by Lightning (``LOCAL_RANK`` > 0) reuse it
+#: instead of choosing their own (``train`` may already exist for them, made by process 0).
+RUN_DIR_ENV = "LIGHTNING_YOLO_RUN_DIR"
+
+#: Warnings that no user setting causes, silenced in every subcommand: Lightning's own use of a torch API that
+#: torch deprecated.
+QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+#: Warnings about restoring the training callbacks' states (checkpoint folders, best scores), which validate, test and
+#: predict never use: silenced there.
+QUIET_EVAL_WARNINGS = (
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
+    r"The dirpath has changed from ",
+)
+
 #: ``lightning-yolo --help``: every subcommand, before LightningCLI's own help (which knows only its four).
 OVERVIEW = """lightning-yolo: YOLOv4 object detection with PyTorch Lightning
 
@@ -62,6 +81,9 @@ commands:
   convert    darknet .cfg + .weights -> a checkpoint              (lightning-yolo convert --help)
 
 shipped configs, by name or path: --config demo | debug | custom_yolo_format | yolov4_coco
+runs land in runs/detect/<name>/ (--name; default train, val, test, predict; an existing name gets 2, 3, ...
+unless --exist_ok); fit --ckpt_path resumes in the checkpoint's run; validate / predict --ckpt_path write
+next to that run
 """
 
 
@@ -128,7 +150,23 @@ class YOLOCLI(LightningCLI):
             "plus one DataLoader worker avoids oversubscribing the cores: the demo's tiny model trains ~5x faster "
             "with 1 thread than with 2 when anything else runs.",
         )
-        if getattr(self, "_building_subcommand", None) != "predict":
+        sub = getattr(self, "_building_subcommand", None)
+        parser.add_argument(
+            "--name",
+            type=Optional[str],
+            default=None,
+            help="run folder under trainer.default_root_dir (the shipped configs: runs/detect), holding the logs, "
+            f"checkpoints/, results and pictures; default: {RUN_NAMES.get(sub or '', 'the subcommand')!r}. A name "
+            "that exists gets a number (train2, train3, ...) unless --exist_ok. fit --ckpt_path without --name "
+            "resumes in the checkpoint's run folder",
+        )
+        parser.add_argument(
+            "--exist_ok",
+            type=bool,
+            default=False,
+            help="write into the --name folder even if it exists (no train2, train3, ...)",
+        )
+        if sub != "predict":
             parser.add_argument(
                 "--plots",
                 type=bool,
@@ -184,8 +222,50 @@ class YOLOCLI(LightningCLI):
                 "or fine-tune on this one (fit --model.init_from)"
             )
 
+    def run_dir(self) -> Path | None:
+        """The run folder of this command (see :data:`RUN_NAMES`), or ``None`` when a ``trainer.logger`` is
+        configured (its own ``save_dir`` / ``name`` / ``version`` place the run)."""
+        sub = self.subcommand or "fit"  # no subcommand: build_cli(run=False), a fit's settings
+        if sub not in RUN_NAMES:
+            return None
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        name = config.get("name")
+        if config.trainer.get("logger") not in (None, True, False):
+            if name:
+                raise ValueError(
+                    f"--name {name}: names the run folder of the default logger, but trainer.logger is set; name "
+                    "the run with that logger's save_dir / name / version"
+                )
+            return None
+        inherited = os.environ.get(RUN_DIR_ENV)
+        if inherited and os.environ.get("LOCAL_RANK", "0") != "0":
+            return Path(inherited)  # a DDP process started by Lightning: the launching process's choice
+        ckpt_path = config.get("ckpt_path")
+        if sub == "fit" and not name and ckpt_path and os.path.isfile(str(ckpt_path)):
+            resumed = checkpoint_run_dir(str(ckpt_path))
+            if resumed is not None:
+                return resumed  # resume continues in the checkpoint's run (its results.csv, checkpoints/)
+        root = Path(os.path.expanduser(str(config.trainer.get("default_root_dir") or os.getcwd()))).resolve()
+        # processes started by an outside launcher (torchrun, srun) choose at the same time: no numbering there
+        exist_ok = bool(config.get("exist_ok")) or _launched_externally()
+        return next_run_dir(root, name or RUN_NAMES[sub], exist_ok=exist_ok)
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
+        run_dir = self.run_dir()
+        if run_dir is not None:
+            # the run folder is the logger's folder (Lightning's <save_dir>/<name>/<version> with name = the run's
+            # name and version ""): checkpoints/ and the results land inside it, as with lightning_logs/version_N
+            kwargs.setdefault("default_root_dir", str(run_dir))
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            if config.trainer.get("logger") in (None, True):
+                kwargs.setdefault("logger", default_logger(run_dir))
+            os.environ[RUN_DIR_ENV] = str(run_dir)
+        self._run_dir = run_dir
         trainer = super().instantiate_trainer(**kwargs)
+        if run_dir is not None:
+            for cb in trainer.callbacks:
+                if isinstance(cb, PredictionWriter) and cb.output_dir is None:
+                    cb.output_dir = run_dir  # predictions.json (+ images/) in runs/detect/predict
         install_atomic_checkpoint_io(trainer)  # a crash mid-write never destroys the previous last.ckpt
         trainer.callbacks.append(InterruptNotice(getattr(self, "_argv", None)))  # Ctrl-C / SIGTERM: how to resume
         if self.subcommand in (None, "fit"):
@@ -199,6 +279,20 @@ class YOLOCLI(LightningCLI):
             trainer.callbacks.append(ResultsFiles(pictures=bool(plots)))
             _plan_by_time(trainer)
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        quiet = list(QUIET_WARNINGS)
+        if subcommand in CKPT_DATA_COMMANDS:
+            quiet += QUIET_EVAL_WARNINGS
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand in self.config else None
+        run_dir = getattr(self, "_run_dir", None)
+        if subcommand == "fit" and ckpt_path and run_dir is not None and os.path.isfile(str(ckpt_path)):
+            if checkpoint_run_dir(str(ckpt_path)) == run_dir:  # resumed in its own run: its checkpoints are expected
+                quiet.append(r"Checkpoint directory .* exists and is not empty")
+        with warnings.catch_warnings():
+            for message in quiet:
+                warnings.filterwarnings("ignore", message=message)
+            super()._run_subcommand(subcommand)
 
     def before_fit(self) -> None:
         # what the scan found (format, images, boxes, backgrounds, skipped files by reason, classes), before training
@@ -227,10 +321,62 @@ class YOLOCLI(LightningCLI):
             print(f"[lightning-yolo {stage}] {shown}")
         ckpt = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
         if stage == "fit" and ckpt:
-            print(f"[lightning-yolo fit] best checkpoint: {ckpt}")
+            print(f"[lightning-yolo fit] best checkpoint: {shown_path(ckpt)}")
         last = next((cb for cb in self.trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
         if stage == "fit" and last is not None and last.best_model_path:
-            print(f"[lightning-yolo fit] last checkpoint: {last.best_model_path}")
+            print(f"[lightning-yolo fit] last checkpoint: {shown_path(last.best_model_path)}")
+        # not trainer.log_dir: it broadcasts, and only process 0 gets here under DDP
+        logger = self.trainer.logger
+        folder = getattr(self, "_run_dir", None) or getattr(logger, "log_dir", None) or self.trainer.default_root_dir
+        if folder:
+            print(f"[lightning-yolo {stage}] results saved to {shown_path(folder)}")
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies inside it (``runs/detect/train``), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def next_run_dir(root: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
+    """``root/name``, or with ``name`` taken the first free ``root/name2``, ``root/name3``, ... (as ultralytics numbers
+    its runs); ``exist_ok``: ``root/name`` whether it exists or not."""
+    path = Path(root) / name
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while path.with_name(f"{path.name}{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}{n}")
+
+
+def checkpoint_run_dir(ckpt_path: str | os.PathLike) -> Path | None:
+    """The run folder holding a checkpoint (``<run>/checkpoints/x.ckpt`` -> ``<run>``, also Lightning's
+    ``lightning_logs/version_N``), absolute; ``None`` for a checkpoint outside a ``checkpoints`` folder."""
+    path = Path(ckpt_path).resolve()
+    if len(path.parents) > 2 and path.parent.name == "checkpoints":
+        return path.parents[1]
+    return None
+
+
+def default_logger(run_dir: Path) -> Any:
+    """Lightning's default logger (TensorBoard when installed, else CSV) writing into ``run_dir`` itself."""
+    from lightning_fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    cls = TensorBoardLogger if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE else CSVLogger
+    # <save_dir>/<name>/<version> with version "": the run folder itself, and no "v_num" in the progress bar
+    return cls(save_dir=str(run_dir.parent), name=run_dir.name, version="")
+
+
+def _launched_externally() -> bool:
+    """Several processes started by torchrun / srun (each parses the command line at the same time)."""
+    env = os.environ
+    if env.get("LOCAL_RANK") is not None and env.get(RUN_DIR_ENV) is None:
+        return int(env.get("WORLD_SIZE", "1") or 1) > 1
+    return int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 
 def _plan_by_time(trainer: Any) -> None:
@@ -304,11 +450,12 @@ def checkpoint_data_args(ckpt_path: str) -> list[str]:
         value = saved[key]
         text = "null" if value is None else json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
         out.append(f"--data.{key}={text}")
-    # runs land next to the checkpoint's run: <root>/lightning_logs/version_N/checkpoints/x.ckpt -> <root>
-    # (validate logs, predict's predictions/), not the demo config's runs/demo
-    path = Path(ckpt_path).resolve()
-    if len(path.parents) > 3 and path.parent.name == "checkpoints" and path.parents[1].name.startswith("version_"):
-        out.append(f"--trainer.default_root_dir={path.parents[3]}")
+    # runs land next to the checkpoint's run: <root>/train/checkpoints/x.ckpt -> <root> (validate writes <root>/val,
+    # predict <root>/predict), not the config's runs/detect; Lightning's <root>/lightning_logs/version_N -> <root>
+    run = checkpoint_run_dir(ckpt_path)
+    if run is not None:
+        old_layout = run.name.startswith("version_") and run.parent.name == "lightning_logs"
+        out.append(f"--trainer.default_root_dir={run.parents[1] if old_layout else run.parent}")
     return out
 
 
@@ -333,14 +480,6 @@ def main(args: list[str] | None = None) -> None:
     shows the full trace. See :mod:`lightning_yolo.errors`.
     """
     run_reporting_errors(_run, list(sys.argv[1:] if args is None else args))
-
-
-def _dashed_option(arg: str) -> str:
-    """``--img_size`` / ``--img_size=320`` -> ``--img-size`` / ``--img-size=320`` (argparse options of the tools)."""
-    if not arg.startswith("--"):
-        return arg
-    name, sep, value = arg.partition("=")
-    return name.replace("_", "-") + sep + value
 
 
 def shipped_config(name: str) -> str | None:
@@ -380,8 +519,8 @@ def _run(argv: list[str]) -> None:
     if argv and argv[0] in EXTRA_COMMANDS:
         from . import tools
 
-        # the flag style of the other subcommands (--img_size) works here too: --img_size == --img-size
-        getattr(tools, f"{argv[0]}_main")([_dashed_option(a) for a in argv[1:]])
+        # the flag style of the other subcommands (--img_size; --img-size works too, see tools.parse_args)
+        getattr(tools, f"{argv[0]}_main")(argv[1:])
         return
     with warnings.catch_warnings():
         # LightningCLI warns when it gets args= while sys.argv holds arguments too; here they are the same arguments

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,23 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# flag spelling
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` accepting both spellings of every option: ``--img_size`` (the style of ``fit``,
+    ``validate``, ... and of ``--help``) and ``--img-size``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known = set(parser._option_string_actions)
+    out = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        underscored = "--" + name[2:].replace("-", "_")
+        out.append(underscored + sep + value if name.startswith("--") and underscored in known else arg)
+    return parser.parse_args(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # export
 
 
@@ -35,32 +53,32 @@ def build_export_parser() -> argparse.ArgumentParser:
         prog="lightning-yolo export",
         description=(
             "Export a checkpoint to ONNX (dynamic batch) or TorchScript. The graph input is 'images': float32 "
-            "[B, 3, H, W] RGB in [0, 1], letterboxed to --img-size. Outputs: 'decoded' [B, N, 5+C] (x1, y1, x2, y2 "
-            "in input pixels, objectness, class probabilities); with --with-nms 'detections' [B, max_det, 6] "
+            "[B, 3, H, W] RGB in [0, 1], letterboxed to --img_size. Outputs: 'decoded' [B, N, 5+C] (x1, y1, x2, y2 "
+            "in input pixels, objectness, class probabilities); with --with_nms 'detections' [B, max_det, 6] "
             "(x1, y1, x2, y2, score, label; padding rows have label -1) and 'num_detections' [B]; with --raw the "
             "three head maps."
         ),
     )
-    parser.add_argument("checkpoint", help="a YOLOModule .ckpt, or a state_dict file (then give --model-name)")
+    parser.add_argument("checkpoint", help="a YOLOModule .ckpt, or a state_dict file (then give --model_name)")
     parser.add_argument(
         "--format", choices=("onnx", "torchscript", "darknet"), default="onnx",
         help="default: onnx; darknet: <output>.cfg + <output>.weights for darknet / OpenCV DNN (yolov4_cspdarknet53, "
         "yolov4_tiny)",
     )  # fmt: skip
     parser.add_argument(
-        "--img-size", type=int, nargs="+", metavar="S", default=None,
+        "--img_size", type=int, nargs="+", metavar="S", default=None,
         help="input side S, or H W (multiples of 32); default: the training img_size stored in the checkpoint",
     )  # fmt: skip
     outputs = parser.add_mutually_exclusive_group()
-    outputs.add_argument("--with-nms", action="store_true", help="greedy NMS in the graph, padded detections out")
+    outputs.add_argument("--with_nms", action="store_true", help="greedy NMS in the graph, padded detections out")
     outputs.add_argument("--raw", action="store_true", help="export the raw head maps (no decoding)")
     parser.add_argument("--output", "-o", default=None, help="output file (default: <checkpoint>.onnx / .torchscript)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--no-dynamic-batch", action="store_true", help="fix the ONNX batch size at 1")
-    parser.add_argument("--score-thresh", type=float, default=0.25, help="--with-nms: smallest score kept (0.25)")
-    parser.add_argument("--nms-iou-thresh", type=float, default=None, help="--with-nms: default: the checkpoint's")
-    parser.add_argument("--max-det", type=int, default=100, help="--with-nms: detections per image (100)")
-    parser.add_argument("--model-name", default=None, help="variant name, needed for a plain state_dict")
+    parser.add_argument("--no_dynamic_batch", action="store_true", help="fix the ONNX batch size at 1")
+    parser.add_argument("--score_thresh", type=float, default=0.25, help="--with_nms: smallest score kept (0.25)")
+    parser.add_argument("--nms_iou_thresh", type=float, default=None, help="--with_nms: default: the checkpoint's")
+    parser.add_argument("--max_det", type=int, default=100, help="--with_nms: detections per image (100)")
+    parser.add_argument("--model_name", default=None, help="variant name, needed for a plain state_dict")
     parser.add_argument(
         "--check", action="store_true",
         help="run the exported file (ONNX Runtime / torch.jit) next to PyTorch on random input and print the difference",
@@ -75,11 +93,11 @@ def _img_size(values: Sequence[int] | None, default: Any) -> int | tuple[int, in
         return int(values[0])
     if len(values) == 2:
         return int(values[0]), int(values[1])
-    raise ValueError(f"--img-size takes S or H W, got {list(values)}")
+    raise ValueError(f"--img_size takes S or H W, got {list(values)}")
 
 
 def export_main(argv: Sequence[str] | None = None) -> Path:
-    """``lightning-yolo export CHECKPOINT [--format onnx|torchscript] [--img-size S] [--with-nms] [--output F]``.
+    """``lightning-yolo export CHECKPOINT [--format onnx|torchscript] [--img_size S] [--with_nms] [--output F]``.
 
     Returns:
         The written file.
@@ -90,7 +108,7 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
     from .models.predictor import YOLOPredictor
 
     parser = build_export_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parse_args(parser, argv)
     try:
         settings: dict[str, Any] = {"score_thresh": args.score_thresh, "max_det": args.max_det}
         if args.with_nms:
@@ -217,9 +235,9 @@ def build_anchors_parser() -> argparse.ArgumentParser:
         help="a data.yaml, a COCO json or a dataset folder (default: the built-in synthetic dataset)",
     )  # fmt: skip
     parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"))
-    parser.add_argument("--img-size", type=int, default=640, help="network input side the boxes are scaled to (640)")
+    parser.add_argument("--img_size", type=int, default=640, help="network input side the boxes are scaled to (640)")
     parser.add_argument(
-        "--num-anchors", type=int, default=None,
+        "--num_anchors", type=int, default=None,
         help="total anchors, split over the model's levels (default: 3 per level, 9; yolov4_tiny: 6)",
     )  # fmt: skip
     parser.add_argument("--model", default="yolov4_cspdarknet53", help="variant whose default anchors are compared")
@@ -238,7 +256,7 @@ def format_anchors_yaml(anchors: Sequence[Sequence[Sequence[float]]]) -> str:
 
 
 def anchors_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``lightning-yolo anchors [DATA] [--img-size S] [--num-anchors K] [--model NAME]``.
+    """``lightning-yolo anchors [DATA] [--img_size S] [--num_anchors K] [--model NAME]``.
 
     Returns:
         ``anchors`` (``[3][K/3][w, h]``), ``fitness_default``, ``fitness`` and ``num_boxes``.
@@ -248,7 +266,7 @@ def anchors_main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from .models import get_model_cfg
 
     parser = build_anchors_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parse_args(parser, argv)
     try:
         dm = YOLODataModule(path=args.data, format=args.format, img_size=args.img_size, num_workers=0)
         model_cfg = get_model_cfg(args.model)
@@ -290,7 +308,7 @@ def build_convert_parser() -> argparse.ArgumentParser:
         "--names", default=None,
         help="class names file, one per line (darknet's coco.names / obj.names); default: class indices",
     )  # fmt: skip
-    parser.add_argument("--img-size", type=int, default=None, help="image size stored (default: [net] width)")
+    parser.add_argument("--img_size", type=int, default=None, help="image size stored (default: [net] width)")
     return parser
 
 
@@ -364,7 +382,7 @@ def darknet_checkpoint(
 
 
 def convert_main(argv: Sequence[str] | None = None) -> Path:
-    """``lightning-yolo convert CFG WEIGHTS [-o model.ckpt] [--names coco.names] [--img-size S]``.
+    """``lightning-yolo convert CFG WEIGHTS [-o model.ckpt] [--names coco.names] [--img_size S]``.
 
     Returns:
         The written checkpoint.
@@ -372,7 +390,7 @@ def convert_main(argv: Sequence[str] | None = None) -> Path:
     from .models.darknet import DarknetError
 
     parser = build_convert_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parse_args(parser, argv)
     output = Path(args.output) if args.output else Path(args.weights).with_suffix(".ckpt")
     try:
         from .models.darknet import parse_cfg

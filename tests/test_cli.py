@@ -50,10 +50,11 @@ def test_fit_then_validate_debug_config(tmp_path):
     out = run_cli(["fit", "--config", str(ROOT / "configs" / "debug.yaml")], tmp_path)
     fit_metrics = parse_metrics(out, "fit")
     assert {"val/map", "val/map_50", "val/mar_100"} <= set(fit_metrics)
-    ckpt = tmp_path / "runs" / "debug" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt = tmp_path / "runs" / "detect" / "train" / "checkpoints" / "last.ckpt"  # runs/<task>/<name>/checkpoints
     assert ckpt.is_file()
     out = run_cli(["validate", "--config", str(ROOT / "configs" / "debug.yaml"), "--ckpt_path", str(ckpt)], tmp_path)
     assert "val/map_50" in parse_metrics(out, "validate")
+    assert (tmp_path / "runs" / "detect" / "val" / "config.yaml").is_file()  # next to the run, not inside it
 
 
 def test_ddp_two_cpu_processes_matches_single_process(tmp_path):
@@ -64,7 +65,9 @@ def test_ddp_two_cpu_processes_matches_single_process(tmp_path):
     data = ["--data.synthetic_num_val", "7", "--trainer.limit_val_batches", "1.0"]
     out = run_cli(["fit", "--config", cfg, *ddp, *data, "--trainer.max_epochs", "1"], tmp_path)
     assert "val/map" in parse_metrics(out, "fit")
-    ckpt = next((tmp_path / "runs" / "debug").rglob("last.ckpt"))
+    ckpt = tmp_path / "runs" / "detect" / "train" / "checkpoints" / "last.ckpt"
+    # process 1 took process 0's run folder, not a train2 of its own (train existed when it chose)
+    assert [p.name for p in (tmp_path / "runs" / "detect").iterdir()] == ["train"]
     multi = parse_metrics(run_cli(["validate", "--config", cfg, *ddp, *data, "--ckpt_path", str(ckpt)], tmp_path), "validate")
     single = parse_metrics(run_cli(["validate", "--config", cfg, *data, "--ckpt_path", str(ckpt)], tmp_path), "validate")
     assert set(multi) == set(single)

@@ -47,8 +47,8 @@ def test_short_config_flag_does_not_merge_the_demo():
 def test_validate_with_ckpt_path_alone_uses_the_checkpoints_data(small_ckpt, tmp_path, capsys):
     argv = with_checkpoint_data(with_demo_config(["validate", "--ckpt_path", str(small_ckpt)]))
     assert argv[:3] == ["validate", "--config", demo_config_path()]  # demo first, the checkpoint's data after it
-    # the run lands next to the checkpoint's run (<root>/lightning_logs/version_0/checkpoints/last.ckpt), not runs/demo
-    assert f"--trainer.default_root_dir={small_ckpt.resolve().parents[3]}" in argv
+    # the run lands next to the checkpoint's run (<root>/train/checkpoints/last.ckpt -> <root>/val), not runs/detect
+    assert f"--trainer.default_root_dir={small_ckpt.resolve().parents[2]}" in argv
     cli = build_cli([*argv, "--trainer.default_root_dir", str(tmp_path)])
     assert cli.datamodule.img_size == 96 and cli.datamodule.hparams.synthetic_num_val == 6
     # flags typed by the user win over the checkpoint's settings
@@ -149,7 +149,7 @@ def test_short_fit_validates_at_the_end_and_says_close_mosaic_covers_it(tmp_path
 
 
 def test_help_lists_every_subcommand_and_configs_by_name(capsys):
-    from lightning_yolo.cli import _dashed_option, with_shipped_configs
+    from lightning_yolo.cli import with_shipped_configs
 
     with pytest.raises(SystemExit) as err:
         main(["--help"])
@@ -167,4 +167,20 @@ def test_help_lists_every_subcommand_and_configs_by_name(capsys):
     assert with_shipped_configs(["fit", "-c=custom_yolo_format.yaml"])[1].endswith("custom_yolo_format.yaml")
     assert with_shipped_configs(["fit", "-c=custom_yolo_format.yaml"])[1].startswith("-c=/")
     assert with_shipped_configs(["fit", "--config", "nope"]) == ["fit", "--config", "nope"]  # left to the parser
-    assert _dashed_option("--img_size=320") == "--img-size=320" and _dashed_option("a_b.ckpt") == "a_b.ckpt"
+
+
+def test_export_anchors_convert_help_use_the_img_size_style_and_take_both_spellings(capsys):
+    from lightning_yolo.tools import build_anchors_parser, build_export_parser, parse_args
+
+    for command in ("export", "anchors", "convert"):
+        with pytest.raises(SystemExit) as err:
+            main([command, "--help"])
+        assert err.value.code == 0
+        out = capsys.readouterr().out
+        assert "--img_size" in out and "--img-size" not in out, command
+    dashed = parse_args(build_export_parser(), ["my-run.ckpt", "--img-size", "96", "128", "--with-nms", "--max-det=5"])
+    styled = parse_args(build_export_parser(), ["my-run.ckpt", "--img_size", "96", "128", "--with_nms", "--max_det=5"])
+    assert vars(dashed) == vars(styled)
+    assert styled.checkpoint == "my-run.ckpt" and styled.img_size == [96, 128]
+    assert styled.with_nms and styled.max_det == 5
+    assert parse_args(build_anchors_parser(), ["--num-anchors", "6", "--img_size", "320"]).num_anchors == 6

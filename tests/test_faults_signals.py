@@ -26,7 +26,7 @@ def _start_fit(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
          "--trainer.default_root_dir", str(run), "--trainer.logger", "false", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmp_path), start_new_session=True,
     )  # fmt: skip
-    last = run / "checkpoints" / "last.ckpt"
+    last = run / "train" / "checkpoints" / "last.ckpt"  # <default_root_dir>/<name>: the run folder
     deadline = time.monotonic() + 240
     while not last.is_file():
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]

@@ -69,8 +69,10 @@ def test_resume_two_plus_two_epochs_equals_four(tmp_path, monkeypatch):
         patch.setattr(YOLOModule, "on_train_epoch_end", interrupt, raising=False)
         half = fit(tmp_path / "half", *exact, "--trainer.max_epochs", "4")
     first_half = last_ckpt(half)
-    assert load(first_half)["epoch"] == 1 and load(first_half)["global_step"] == 4  # the last epoch, not the best
+    half_state = load(first_half)  # the resumed run continues in its run folder and rewrites this last.ckpt
+    assert half_state["epoch"] == 1 and half_state["global_step"] == 4  # the last epoch, not the best
     resumed = fit(tmp_path / "half", *exact, "--trainer.max_epochs", "4", "--ckpt_path", str(first_half))
+    assert last_ckpt(resumed) == first_half
 
     a, b = load(last_ckpt(full)), load(last_ckpt(resumed))
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (3, 8)
@@ -87,7 +89,7 @@ def test_resume_two_plus_two_epochs_equals_four(tmp_path, monkeypatch):
     assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"]
     # the weights moved in the second half (a resume that trained nothing would also "match" the checkpoint)
     moved = max((b["state_dict"][k].float() - v.float()).abs().max().item()
-                for k, v in load(first_half)["state_dict"].items() if v.is_floating_point())  # fmt: skip
+                for k, v in half_state["state_dict"].items() if v.is_floating_point())  # fmt: skip
     assert moved > 1e-4
 
 

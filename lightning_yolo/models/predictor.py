@@ -233,7 +233,7 @@ class YOLOPredictor(nn.Module):
             ValueError: the file is not such a checkpoint; the message names ``path`` and the missing key.
 
         Example:
-            >>> predictor = YOLOPredictor.from_checkpoint("lightning_logs/version_0/checkpoints/last.ckpt")
+            >>> predictor = YOLOPredictor.from_checkpoint("runs/detect/train/checkpoints/last.ckpt")
             >>> predictor.fuse()  # Conv+BN folded, channels_last: faster on CPU
             >>> results = predictor.predict("photos/*.jpg")  # boxes in each photo's pixels
         """
