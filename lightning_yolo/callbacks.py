@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -631,6 +632,7 @@ class ResultsFiles(pl.Callback):
     # -------------------------------------------------------------------------------------------- results.csv / png
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.rows, self._train_drawn = [], False
+        self._plotted_at = time.monotonic()  # results.png: first drawn after 5 minutes, or at the end
         if self.pictures and trainer.is_global_zero:
             self._labels_overview(trainer, pl_module)
 
@@ -665,9 +667,19 @@ class ResultsFiles(pl.Callback):
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.rows.append(row)
-        self._write(trainer)
+        # results.png costs ~0.6 s of matplotlib (10% of a small CPU epoch): drawn at most every 5 minutes during a
+        # fit and once at its end, as ultralytics does; results.csv is written every epoch
+        now = time.monotonic()
+        plot = now - getattr(self, "_plotted_at", now) >= 300.0
+        if plot:
+            self._plotted_at = now
+        self._write(trainer, plot=plot)
 
-    def _write(self, trainer: pl.Trainer) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.rows:
+            self._write(trainer, plot=True)
+
+    def _write(self, trainer: pl.Trainer, plot: bool = True) -> None:
         import csv
 
         from .plots import plot_results
@@ -684,6 +696,8 @@ class ResultsFiles(pl.Callback):
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
+        if not plot:
+            return
         fig = plot_results([{k: v for k, v in r.items() if v != ""} for r in self.rows])
         self._save_figure(trainer, fig, "results.png")
 

@@ -270,6 +270,7 @@ class YOLOCLI(LightningCLI):
         trainer.callbacks.append(InterruptNotice(getattr(self, "_argv", None)))  # Ctrl-C / SIGTERM: how to resume
         if self.subcommand in (None, "fit"):
             ensure_last_checkpoint(trainer.callbacks)  # last.ckpt = the last epoch, for fit --ckpt_path
+            _plan_by_time(trainer)  # --trainer.max_time: epochs, schedule and close-mosaic planned over it
         if self.subcommand in ("fit", "validate", "test") and not any(
             isinstance(cb, ResultsFiles) for cb in trainer.callbacks
         ):
@@ -277,7 +278,6 @@ class YOLOCLI(LightningCLI):
             # detection tools do
             plots = self.config[self.subcommand].get("plots", True)
             trainer.callbacks.append(ResultsFiles(pictures=bool(plots)))
-            _plan_by_time(trainer)
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
