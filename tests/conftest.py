@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -22,3 +24,24 @@ def cli_env(tmp_path_factory, monkeypatch):
     (LightningCLI reads its arguments from ``args=``, not from pytest's command line)."""
     monkeypatch.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
     monkeypatch.setattr("sys.argv", ["lightning-yolo"])
+
+
+@pytest.fixture(scope="session")
+def cli_session(tmp_path_factory):
+    """``with cli_session():`` gives module-scoped fixtures what ``cli_env`` and ``_one_torch_thread`` give a test
+    (the shared synthetic-data cache, a clean ``sys.argv``, one torch thread); fixtures wider than a function cannot
+    use ``monkeypatch``."""
+
+    @contextlib.contextmanager
+    def session():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
+            mp.setattr("sys.argv", ["lightning-yolo"])
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                yield
+            finally:
+                torch.set_num_threads(threads)
+
+    return session

@@ -20,21 +20,14 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture(scope="module")
-def small_ckpt(tmp_path_factory) -> Path:
+def small_ckpt(tmp_path_factory, cli_session) -> Path:
     """A debug-config checkpoint trained at 96 px on a 8 + 6 image synthetic set (settings the demo does not use)."""
     root = tmp_path_factory.mktemp("everyday")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
-        mp.setattr("sys.argv", ["lightning-yolo"])
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root),
-                             "--data.img_size", "96", "--data.synthetic_num_train", "8",
-                             "--data.synthetic_num_val", "6", "--trainer.max_epochs", "1",
-                             "--trainer.limit_train_batches", "2"])  # fmt: skip
-        finally:
-            torch.set_num_threads(threads)
+    with cli_session():
+        cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root),
+                         "--data.img_size", "96", "--data.synthetic_num_train", "8",
+                         "--data.synthetic_num_val", "6", "--trainer.max_epochs", "1",
+                         "--trainer.limit_train_batches", "2"])  # fmt: skip
     return Path(next(cb for cb in cli.trainer.callbacks if isinstance(cb, LastCheckpoint)).best_model_path)
 
 

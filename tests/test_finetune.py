@@ -34,18 +34,11 @@ def fit(root: Path, *args: str):
 
 
 @pytest.fixture(scope="module")
-def base_ckpt(tmp_path_factory) -> Path:
+def base_ckpt(tmp_path_factory, cli_session) -> Path:
     """A 4-class checkpoint (the synthetic dataset of the debug config) after 2 training steps."""
     root = tmp_path_factory.mktemp("base")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
-        mp.setattr("sys.argv", ["lightning-yolo"])
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            cli = fit(root)
-        finally:
-            torch.set_num_threads(threads)
+    with cli_session():
+        cli = fit(root)
     return Path(next(cb for cb in cli.trainer.callbacks if isinstance(cb, LastCheckpoint)).best_model_path)
 
 

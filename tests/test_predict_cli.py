@@ -22,23 +22,16 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture(scope="module")
-def confident_ckpt(tmp_path_factory) -> Path:
+def confident_ckpt(tmp_path_factory, cli_session) -> Path:
     """A debug-config checkpoint whose head is biased to fire everywhere (class 2 'triangle'): predictions exist.
 
     A 2-step model scores below predict's 0.25 threshold; the biased objectness and class logits make every cell
     a confident detection of class 2, so the test sees hundreds of boxes through NMS and the writer.
     """
     root = tmp_path_factory.mktemp("predict_base")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
-        mp.setattr("sys.argv", ["lightning-yolo"])
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root), "--trainer.max_epochs",
-                             "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])  # fmt: skip
-        finally:
-            torch.set_num_threads(threads)
+    with cli_session():
+        cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root), "--trainer.max_epochs",
+                         "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])  # fmt: skip
     path = Path(next(cb for cb in cli.trainer.callbacks if isinstance(cb, LastCheckpoint)).best_model_path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     anchors, classes = cli.model.model.anchors.anchors.shape[1], cli.model.hparams.num_classes

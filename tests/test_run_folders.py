@@ -25,19 +25,12 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory) -> Path:
+def first_run(tmp_path_factory, cli_session) -> Path:
     """One epoch of the debug config in <root>/train (the run folder a plain fit chooses)."""
     root = tmp_path_factory.mktemp("runs") / "detect"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
-        mp.setattr("sys.argv", ["lightning-yolo"])
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1",
-                       *TINY])  # fmt: skip
-        finally:
-            torch.set_num_threads(threads)
+    with cli_session():
+        build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1",
+                   *TINY])  # fmt: skip
     return root / "train"
 
 
