@@ -260,10 +260,15 @@ def _ignore_export_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"`create_unbacked_symint` is deprecated", category=FutureWarning)
 
 
-def _example_input(img_size: int | tuple[int, int], batch: int = 2) -> torch.Tensor:
+def _max_stride(predictor_or_model: YOLOPredictor | YOLOv4) -> int:
+    network = predictor_or_model.model if isinstance(predictor_or_model, YOLOPredictor) else predictor_or_model
+    return int(network.max_stride)
+
+
+def _example_input(img_size: int | tuple[int, int], stride: int, batch: int = 2) -> torch.Tensor:
     height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if height % 32 or width % 32:
-        raise ValueError(f"img_size must be multiples of 32 (the largest stride), got {(height, width)}")
+    if height % stride or width % stride:
+        raise ValueError(f"img_size must be multiples of {stride} (the model's largest stride), got {(height, width)}")
     # batch 2 in the example so the tracer cannot fold a size-1 batch dimension into a constant
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
 
@@ -305,7 +310,7 @@ def export_onnx(
     if with_nms and opset < 11:
         raise ValueError(f"with_nms=True needs opset >= 11 (NonMaxSuppression), got opset={opset}")
     module, output_names = export_module(predictor_or_model, with_nms=with_nms, fuse=fuse, pre_nms_topk=pre_nms_topk)
-    example = _example_input(img_size, batch=2 if dynamic_batch else 1)
+    example = _example_input(img_size, _max_stride(predictor_or_model), batch=2 if dynamic_batch else 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -365,7 +370,7 @@ def export_torchscript(
         The written path.
     """
     module, _ = export_module(predictor_or_model, with_nms=with_nms, fuse=fuse, pre_nms_topk=pre_nms_topk)
-    example = _example_input(img_size)
+    example = _example_input(img_size, _max_stride(predictor_or_model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():

@@ -1,4 +1,4 @@
-"""Batching to the contract of ``CONTRACTS.md``: ``{"images": uint8 [B, 3, S, S], "targets": list of B dicts}``."""
+"""Batching to the batch contract: ``{"images": uint8 [B, 3, S, S], "targets": list of B dicts}``."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class YOLODataModule(pl.LightningDataModule):
     """Object-detection data for YOLOv4: COCO json, YOLO txt (data.yaml) or Pascal VOC, or the built-in synthetic
     shapes dataset.
 
-    Batches follow ``CONTRACTS.md``: ``{"images": uint8 [B, 3, S, S], "targets": [dict, ...]}``, turned into float
+    Batches are ``{"images": uint8 [B, 3, S, S], "targets": [dict, ...]}`` (the batch contract), turned into float
     ``[0, 1]`` on the device. ``num_classes`` and ``class_names`` are known right after ``__init__`` (read cheaply
     from the yaml / json); the full dataset scan happens in ``setup()``.
 
@@ -184,7 +184,6 @@ class YOLODataModule(pl.LightningDataModule):
         self.multiscale = multiscale
         self.sat_prob = sat_prob
         self.predict_path = predict_path
-        self._force_multi_image: bool | None = None
         self._train_batches = 0
         self._sat_rng = random.Random(0 if seed is None else seed)
         self.location: DatasetLocation | None = None
@@ -331,14 +330,8 @@ class YOLODataModule(pl.LightningDataModule):
     def _trainer_epoch(self) -> int | None:
         return int(self.trainer.current_epoch) if self.trainer is not None else None
 
-    def set_multi_image(self, enabled: bool | None) -> None:
-        """Force Mosaic / MixUp / CutMix on or off from the next epoch on (``None``: back to the schedule)."""
-        self._force_multi_image = enabled
-
     def multi_image_enabled(self, epoch: int) -> bool:
-        """Whether Mosaic / MixUp / CutMix run in ``epoch`` (close-mosaic schedule, or the forced value)."""
-        if self._force_multi_image is not None:
-            return self._force_multi_image
+        """Whether Mosaic / MixUp / CutMix run in ``epoch`` (the close-mosaic schedule)."""
         n = int(self.close_mosaic_epochs or 0)
         max_epochs = getattr(self.trainer, "max_epochs", None) if self.trainer is not None else None
         if n > 0:
@@ -379,7 +372,7 @@ class YOLODataModule(pl.LightningDataModule):
         n = int(self.close_mosaic_epochs or 0)
         max_epochs = getattr(self.trainer, "max_epochs", None) if self.trainer is not None else None
         multi = self.augment and max(hp.mosaic_prob, hp.mixup_prob, hp.cutmix_prob) > 0
-        if multi and n > 0 and self._force_multi_image is None and max_epochs is not None and 0 < max_epochs <= n:
+        if multi and n > 0 and max_epochs is not None and 0 < max_epochs <= n:
             rank_zero_warn(
                 f"close_mosaic_epochs={n} covers the whole run (max_epochs={max_epochs}): Mosaic / MixUp / CutMix never "
                 "run; set data.close_mosaic_epochs below max_epochs (0 keeps them on to the end)"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-__all__ = ["RawSample", "raw_to_sample", "sample_to_raw", "sanitize_mask", "Sample"]
+__all__ = ["RawSample", "raw_to_sample", "sanitize_mask", "Sample"]
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
 
@@ -155,18 +155,3 @@ def raw_to_sample(raw: RawSample, sanitize: bool = True) -> Sample:
     }
     return image, target
 
-
-def sample_to_raw(sample: Sample) -> RawSample:
-    """Inverse of :func:`raw_to_sample` (copies the image to HWC)."""
-    image, target = sample
-    arr = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-    return RawSample(
-        arr,
-        target["boxes"].as_subclass(torch.Tensor).numpy(),
-        target["labels"].numpy(),
-        target.get("iscrowd", torch.zeros(len(target["labels"]), dtype=torch.bool)).numpy(),
-        int(target.get("image_id", 0)),
-        tuple(int(v) for v in target.get("orig_size", arr.shape[:2])),
-        float(target.get("ratio", 1.0)),
-        tuple(float(v) for v in target.get("pad", (0.0, 0.0))),
-    )

@@ -5,8 +5,6 @@ The network never sees targets or losses, so it exports on its own (effdet's sep
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -103,7 +101,3 @@ class YOLOv4(nn.Module):
         self.eval()
         fuse_conv_bn_(self)
         return self
-
-    def extra_state(self) -> dict[str, Any]:
-        """Plain-Python description stored in checkpoints: architecture and class count."""
-        return {"cfg": self.cfg.to_dict(), "num_classes": self.num_classes}

@@ -32,7 +32,6 @@ from .base import (
 
 __all__ = [
     "read_data_yaml",
-    "yolo_class_names",
     "load_yolo_split",
     "image_to_label_path",
     "label_candidates",
@@ -92,11 +91,6 @@ def read_data_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{yaml_path}: path {data.get('path')!r} resolves to {root}, which is not a folder")
     splits = {k: data[k] for k in ("train", "val", "test") if data.get(k) not in (None, "", [])}
     return {"root": root, "names": names, "splits": splits, "yaml": yaml_path}
-
-
-def yolo_class_names(yaml_path: str | os.PathLike) -> list[str]:
-    """Class names of a ``data.yaml`` (cheap: reads only the yaml)."""
-    return read_data_yaml(yaml_path)["names"]
 
 
 def image_to_label_path(image_path: Path, root: Path | None = None) -> Path:
