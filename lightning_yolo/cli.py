@@ -210,7 +210,7 @@ class YOLOCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint_dict(ckpt_path)  # errors name the file
         hp = ckpt.get("hyper_parameters") or {}
         names = hp.get("class_names") or [str(i) for i in range(int(hp.get("num_classes", 0)))]
         data = self.datamodule

@@ -221,14 +221,22 @@ class YOLOModule(pl.LightningModule):
         """The timm backbone (Lightning's ``BackboneFinetuning`` looks for this attribute)."""
         return self.model.backbone
 
+    def _predict_settings(self) -> dict[str, Any]:
+        """``score_thresh`` / ``max_det`` of ``predict`` and :meth:`predictor` (checkpoints older than the settings:
+        0.25 and 300)."""
+        hp = self.hparams
+        return {
+            "score_thresh": float(hp.get("predict_score_thresh", 0.25)),
+            "max_det": int(hp.get("predict_max_det", 300)),
+        }
+
     def predictor(self, **kwargs: Any) -> YOLOPredictor:
         """A :class:`YOLOPredictor` sharing this module's network (kwargs override the validation settings)."""
         hp = self.hparams
         settings = dict(
-            score_thresh=float(hp.get("predict_score_thresh", 0.25)),  # checkpoints older than the setting: 0.25
+            self._predict_settings(),
             nms_iou_thresh=hp.nms_iou_thresh,
             nms_kind=hp.nms_kind,
-            max_det=int(hp.get("predict_max_det", 300)),
             class_names=self.class_names,
         )
         settings.update(kwargs)
@@ -461,12 +469,7 @@ class YOLOModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Detections in original-image pixels, ``predict_score_thresh`` and ``predict_max_det`` applied."""
         images, targets = self._check_batch(batch)
-        hp = self.hparams
-        settings = {
-            "score_thresh": float(hp.get("predict_score_thresh", 0.25)),
-            "max_det": int(hp.get("predict_max_det", 300)),
-        }
-        dets = self._predict_original(self.model(images), targets, **settings)
+        dets = self._predict_original(self.model(images), targets, **self._predict_settings())
         for det, tgt in zip(dets, targets):
             if "image_id" in tgt:
                 det["image_id"] = tgt["image_id"]

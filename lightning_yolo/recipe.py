@@ -259,6 +259,7 @@ class TimeBudget(pl.Callback):
         self.margin = float(margin)
         self._t0 = 0.0
         self._epoch_t0 = 0.0
+        self._probe_t0 = 0.0  # start of the step-time probe in epoch 0
         self._epoch_costs: list[float] = []
         self._max_epochs_cfg: int | None = None
         self._used_before = 0.0  # seconds of the budget spent before a resume (from the checkpoint)

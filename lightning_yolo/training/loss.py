@@ -171,6 +171,7 @@ class YOLOLoss(nn.Module):
         self.level_obj_weights = level_obj_weights
         self.neighbour_cells = bool(neighbour_cells)
         self.obj_ref_size = None if obj_ref_size in (None, 0) else float(obj_ref_size)
+        self._level_strides = tuple(float(s) for s in anchors.strides.tolist())  # Python numbers: no device sync
         self.register_buffer("anchors", anchors.anchors.detach().clone().float(), persistent=False)
         self.register_buffer("strides", anchors.strides.detach().clone().float(), persistent=False)
         self.register_buffer("scale_x_y", anchors.scale_x_y.detach().clone().float(), persistent=False)
@@ -312,7 +313,7 @@ class YOLOLoss(nn.Module):
                 if self.obj_ref_size:
                     # a mean over the cells of this input size, as if over the cells of a ref_size x ref_size input:
                     # a positive weighs the same at every image size (YOLOv5 scales its gain by (imgsz / 640)^2)
-                    obj_mean = obj_mean * (height * width * float(strides[level]) ** 2 / self.obj_ref_size**2)
+                    obj_mean = obj_mean * (height * width * self._level_strides[level] ** 2 / self.obj_ref_size**2)
                 obj_terms.append(self.level_obj_weights[level] * obj_mean)
 
             pred_xyxy = torch.cat(pred_boxes)
