@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.onnx:
         import onnxruntime as ort
 
-        from lightning_yolo.export import export_onnx
+        from lightning_yolo.inference.export import export_onnx
 
         start = time.perf_counter()
         path = export_onnx(fused, Path(tmp.name) / "model.onnx", img_size=args.img_size, dynamic_batch=False)

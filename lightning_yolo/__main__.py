@@ -1,6 +1,6 @@
 """``python -m lightning_yolo`` is the ``lightning-yolo`` command."""
 
-from .cli import main
+from .commands.cli import main
 
 if __name__ == "__main__":
     main()

@@ -204,7 +204,7 @@ class InterruptNotice(pl.Callback):
         """The newest complete ``last.ckpt`` (or best) that a checkpoint callback of ``trainer`` wrote."""
         from pytorch_lightning.callbacks import ModelCheckpoint
 
-        from .callbacks import LastCheckpoint
+        from .callbacks.checkpoints import LastCheckpoint
 
         found = []
         for cb in trainer.callbacks:

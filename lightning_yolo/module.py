@@ -19,7 +19,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
-from .report import EvalReport, build_report, count_instances
+from .reporting.report import EvalReport, build_report, count_instances
 from .training.loss import YOLOLoss
 from .training.optim import WarmupCosineLR, param_groups
 
@@ -168,7 +168,7 @@ class YOLOModule(pl.LightningModule):
             self._sync_anchors()  # darknet's anchors came with its weights
             rank_zero_info(f"init_from {init_from}: {report.summary()}")
         elif init_from:
-            from .checkpoint import load_matching_weights
+            from .inference.checkpoint import load_matching_weights
 
             report = load_matching_weights(self.model, init_from)
             self._sync_anchors()  # the source's anchors came with its weights
@@ -207,7 +207,7 @@ class YOLOModule(pl.LightningModule):
             backend=backend,
             iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
             rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
-            # COCOeval's per-class precision array: the per-class table (lightning_yolo.report) at no extra cost
+            # COCOeval's per-class precision array: the per-class table (lightning_yolo.reporting.report) at no extra cost
             extended_summary=True,
         )
 
@@ -269,6 +269,27 @@ class YOLOModule(pl.LightningModule):
     def compute_loss(self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """``YOLOLoss`` of the network on a batch: ``dict(box, obj, cls, loss)``."""
         return self.loss(self.model(images), targets)
+
+    def self_adversarial_images(
+        self,
+        images: torch.Tensor,
+        targets: Sequence[dict[str, torch.Tensor]],
+        step_size: float,
+        max_delta: float,
+        steps: int = 1,
+    ) -> torch.Tensor:
+        """SAT stage 1 with this module's network and loss (:func:`lightning_yolo.training.sat.self_adversarial_step`).
+
+        The seam through which the DataModule's self-adversarial training reaches the model: it calls this method
+        on ``trainer.lightning_module`` and never touches the network or the loss itself. Weights, gradients and
+        buffers are left as they were; gradients are enabled inside, whatever the caller's mode.
+        """
+        from .training.sat import self_adversarial_step
+
+        with torch.enable_grad():
+            return self_adversarial_step(
+                self.model, self.loss, images, targets, step_size=step_size, max_delta=max_delta, steps=steps
+            )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, targets = self._check_batch(batch)
@@ -432,7 +453,7 @@ class YOLOModule(pl.LightningModule):
         self._pad_metric_for_sync(metric)
         result = metric.compute()
         try:
-            #: the per-class table of the last validation / test (printed by the CLI, see lightning_yolo.report)
+            #: the per-class table of the last validation / test (printed by the CLI, see lightning_yolo.reporting.report)
             self.eval_report: EvalReport | None = self._make_report(metric, result, prefix)
             datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
             self.eval_report.img_size = int(getattr(datamodule, "img_size", 0) or 0) or None
@@ -487,7 +508,7 @@ class YOLOModule(pl.LightningModule):
         # Mish); timm's conversion keeps norm + activation. Runs before the strategy applies the plugin.
         from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 
-        from .plugins import TimmSyncBatchNorm
+        from .callbacks.plugins import TimmSyncBatchNorm
 
         strategy = getattr(self._trainer, "strategy", None) if self._trainer is not None else None
         if type(getattr(strategy, "_layer_sync", None)) is TorchSyncBatchNorm:
@@ -592,7 +613,7 @@ class YOLOModule(pl.LightningModule):
     def replan_schedule(self) -> None:
         """Re-plan the default warmup + cosine schedule over the trainer's current run length.
 
-        Called by :class:`~lightning_yolo.recipe.TimeBudget` when it changes ``max_epochs``; the learning rate moves
+        Called by :class:`~lightning_yolo.callbacks.TimeBudget` when it changes ``max_epochs``; the learning rate moves
         to the re-planned curve's value at the current step.
         """
         if self.scheduler_factory is not None or not self.trainer.lr_scheduler_configs:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_yolo.cli import demo_config_path, with_demo_config
+from lightning_yolo.commands.cli import demo_config_path, with_demo_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

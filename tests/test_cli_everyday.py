@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightning_yolo.callbacks import LastCheckpoint
-from lightning_yolo.cli import build_cli, demo_config_path, main, with_checkpoint_data, with_demo_config
+from lightning_yolo.commands.cli import build_cli, demo_config_path, main, with_checkpoint_data, with_demo_config
 from lightning_yolo.data.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_short_fit_validates_at_the_end_and_says_close_mosaic_covers_it(tmp_path
 
 
 def test_help_lists_every_subcommand_and_configs_by_name(capsys):
-    from lightning_yolo.cli import with_shipped_configs
+    from lightning_yolo.commands.cli import with_shipped_configs
 
     with pytest.raises(SystemExit) as err:
         main(["--help"])
@@ -163,7 +163,9 @@ def test_help_lists_every_subcommand_and_configs_by_name(capsys):
 
 
 def test_export_anchors_convert_help_use_the_img_size_style_and_take_both_spellings(capsys):
-    from lightning_yolo.tools import build_anchors_parser, build_export_parser, parse_args
+    from lightning_yolo.commands.anchors import build_anchors_parser
+    from lightning_yolo.commands.args import parse_args
+    from lightning_yolo.commands.export import build_export_parser
 
     for command in ("export", "anchors", "convert"):
         with pytest.raises(SystemExit) as err:

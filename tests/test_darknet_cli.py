@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_yolo import YOLOModule
-from lightning_yolo.cli import main
+from lightning_yolo.commands.cli import main
 from lightning_yolo.data.synthetic import SHAPES
 from lightning_yolo.models import create_model
 from lightning_yolo.models.darknet import DarknetError, load_darknet, save_darknet

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from lightning_yolo.export import export_module, export_onnx, export_torchscript, postprocess_padded
+from lightning_yolo.inference.export import export_module, export_onnx, export_torchscript, postprocess_padded
 from lightning_yolo.models import create_model
 from lightning_yolo.models.predictor import YOLOPredictor
 from lightning_yolo.ops.postprocess import postprocess

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_yolo import create_model
-from lightning_yolo.export import check_onnx, export_onnx
+from lightning_yolo.inference.export import check_onnx, export_onnx
 
 
 def test_missing_export_dependency_names_the_extra(monkeypatch, tmp_path):

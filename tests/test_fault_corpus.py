@@ -1,4 +1,4 @@
-"""A corpus of malformed inputs run through the real command line (``lightning_yolo.cli.main``, in-process).
+"""A corpus of malformed inputs run through the real command line (``lightning_yolo.commands.cli.main``, in-process).
 
 Each case builds its input in a temporary folder (datasets in YOLO, COCO and VOC layouts, images, configs,
 checkpoints, predict inputs), runs one command and asserts its outcome category:
@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-import lightning_yolo.cli as cli_module
+import lightning_yolo.commands.cli as cli_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import lightning_yolo.checkpoint_io as checkpoint_io
+import lightning_yolo.callbacks.checkpoints as checkpoint_io
 from lightning_yolo.callbacks import LastCheckpoint
-from lightning_yolo.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
-from lightning_yolo.cli import build_cli
+from lightning_yolo.callbacks.checkpoints import AtomicCheckpointIO, atomic_torch_save
+from lightning_yolo.commands.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
@@ -103,7 +103,7 @@ def test_orphans_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, torch
-    from lightning_yolo.checkpoint_io import AtomicCheckpointIO
+    from lightning_yolo.callbacks.checkpoints import AtomicCheckpointIO
     io, path = AtomicCheckpointIO(), sys.argv[1]
     big = torch.arange(6_000_000, dtype=torch.float32)  # 24 MB: a write takes a while
     print("ready", flush=True)
@@ -146,7 +146,7 @@ def test_kill_9_at_any_moment_of_a_write_leaves_a_loadable_last_ckpt(tmp_path):
 
 @pytest.mark.usefixtures("cli_env")
 def test_disk_full_during_fit_is_one_error_line(tmp_path, monkeypatch, capsys):
-    from lightning_yolo.cli import main
+    from lightning_yolo.commands.cli import main
 
     def full(obj, f):
         f.write(b"x" * 100)

@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_yolo import YOLODataModule, YOLOModule
 from lightning_yolo.callbacks import LastCheckpoint
-from lightning_yolo.checkpoint_io import AtomicCheckpointIO
+from lightning_yolo.callbacks.checkpoints import AtomicCheckpointIO
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from lightning_yolo import YOLODataModule, YOLOModule
 from lightning_yolo.callbacks import LastCheckpoint
-from lightning_yolo.cli import build_cli
+from lightning_yolo.commands.cli import build_cli
 from lightning_yolo.data.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +59,11 @@ def test_init_from_checkpoint_with_other_class_count(base_ckpt, two_class_yolo, 
     source = network_state(base_ckpt)
     dm = YOLODataModule(path=str(two_class_yolo), img_size=128)
     assert dm.num_classes == 2
-    with caplog.at_level(logging.INFO, logger="lightning_yolo.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="lightning_yolo.inference.checkpoint"):
         module = YOLOModule(num_classes=dm.num_classes, class_names=dm.class_names, init_from=str(base_ckpt))
 
     # the report names what was loaded and what was re-initialised
-    report = " ".join(r.getMessage() for r in caplog.records if r.name == "lightning_yolo.checkpoint")
+    report = " ".join(r.getMessage() for r in caplog.records if r.name == "lightning_yolo.inference.checkpoint")
     assert "head re-initialised: True" in report and "6 skipped for shape mismatch" in report
 
     # step 0: every tensor but the 3 prediction layers equals the checkpoint's, bit for bit

@@ -14,7 +14,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from lightning_yolo import YOLODataModule, YOLOModule
 from lightning_yolo.callbacks import DetectionImageLogger, DetectionPlots
 from lightning_yolo.data.synthetic import make_synthetic_dataset
-from lightning_yolo.plots import (
+from lightning_yolo.reporting.plots import (
     confusion_matrix,
     plot_confusion_matrix,
     plot_precision_recall,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from lightning_yolo.callbacks import LastCheckpoint, PredictionWriter
-from lightning_yolo.cli import build_cli
+from lightning_yolo.commands.cli import build_cli
 from lightning_yolo.data.synthetic import draw_synthetic_image, make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

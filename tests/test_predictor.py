@@ -10,7 +10,7 @@ from PIL import Image
 from lightning_yolo.models import create_model
 from lightning_yolo.models.predictor import YOLOPredictor
 from lightning_yolo.ops.image import letterbox, letterbox_params, list_image_files, read_image
-from lightning_yolo.visualize import class_color, draw_detections, save_image
+from lightning_yolo.reporting.visualize import class_color, draw_detections, save_image
 
 NAMES = ["cat", "dog", "bird"]
 

@@ -10,8 +10,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from lightning_yolo import YOLOPredictor
-from lightning_yolo.cli import build_cli
-from lightning_yolo.recipe import EMA, AutoAnchor, TimeBudget, _RampedEMAFn, best_possible_recall
+from lightning_yolo.commands.cli import build_cli
+from lightning_yolo.callbacks.recipe import EMA, AutoAnchor, TimeBudget, _RampedEMAFn, best_possible_recall
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lightning_yolo import YOLOModule
-from lightning_yolo.report import build_report, count_instances, format_metric
+from lightning_yolo.reporting.report import build_report, count_instances, format_metric
 
 
 def _case(seed: int, num_images: int = 10):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightning_yolo.callbacks import ResultsFiles
-from lightning_yolo.cli import build_cli
+from lightning_yolo.commands.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")

@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_yolo.callbacks import LastCheckpoint, ensure_last_checkpoint
-from lightning_yolo.cli import build_cli
+from lightning_yolo.commands.cli import build_cli
 from lightning_yolo.module import YOLOModule, _get_rng_state, _set_rng_state
 from lightning_yolo.training.optim import warmup_cosine_factor
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_yolo.cli import RUN_DIR_ENV, build_cli, checkpoint_data_args, main, next_run_dir
+from lightning_yolo.commands.cli import RUN_DIR_ENV, build_cli, checkpoint_data_args, main, next_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")

@@ -9,7 +9,7 @@ from timm.layers import BatchNormAct2d
 from timm.layers.norm_act import SyncBatchNormAct
 
 from lightning_yolo import YOLOModule
-from lightning_yolo.plugins import TimmSyncBatchNorm
+from lightning_yolo.callbacks.plugins import TimmSyncBatchNorm
 
 
 def _outputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

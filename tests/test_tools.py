@@ -11,11 +11,12 @@ import torch
 import yaml
 
 from lightning_yolo import YOLOModule, create_model
-from lightning_yolo.cli import main
+from lightning_yolo.commands.cli import main
 from lightning_yolo.data.synthetic import make_synthetic_dataset
-from lightning_yolo.export import export_module
+from lightning_yolo.inference.export import export_module
 from lightning_yolo.models.predictor import YOLOPredictor
-from lightning_yolo.tools import anchors_main, export_main, format_anchors_yaml
+from lightning_yolo.commands.anchors import anchors_main, format_anchors_yaml
+from lightning_yolo.commands.export import export_main
 
 CLASSES = ["cat", "dog", "fox"]
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from lightning_yolo.models import create_model
 from lightning_yolo.models.anchors import AnchorSet
-from lightning_yolo.ops.iou import elementwise_box_iou
+from lightning_yolo.ops.iou import IOU_KINDS, elementwise_box_iou
 from lightning_yolo.ops.postprocess import decode_outputs
 from lightning_yolo.training.assigner import assign_targets
-from lightning_yolo.training.loss import BOX_LOSSES, YOLOLoss
+from lightning_yolo.training.loss import YOLOLoss
 
 C = 2
 A = 3
@@ -97,7 +97,7 @@ def test_components_finite_positive_and_sum_to_loss():
     assert _v(out["loss"]) == pytest.approx(_v(out["box"] + out["obj"] + out["cls"]), rel=1e-6)
 
 
-@pytest.mark.parametrize("kind", BOX_LOSSES)
+@pytest.mark.parametrize("kind", IOU_KINDS)  # "mse": tests/test_switches.py
 def test_box_loss_kinds_match_ops_iou_on_decoded_boxes(kind):
     loss_fn = YOLOLoss(C, ANCHORS, box_loss=kind, box_weight=1.0)
     torch.manual_seed(0)
@@ -127,7 +127,7 @@ def test_kinds_order_on_non_overlapping_prediction():
     # One gt; its prediction pushed far right: IoU loss is 1, GIoU / DIoU / CIoU add penalties > 0.
     t = [_target([[4, 4, 12, 12]], [0])]
     values = {}
-    for kind in BOX_LOSSES:
+    for kind in IOU_KINDS:
         loss_fn = YOLOLoss(C, ANCHORS, box_loss=kind, box_weight=1.0, iou_thresh=1.0)
         maps = _maps(1)
         with torch.no_grad():

@@ -18,13 +18,14 @@ from typing import Any, Optional
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .callbacks import LastCheckpoint, PredictionWriter, ResultsFiles, ensure_last_checkpoint
-from .checkpoint import check_checkpoint_file, load_checkpoint_dict
-from .checkpoint_io import install_atomic_checkpoint_io
-from .data.datamodule import YOLODataModule
-from .errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
-from .module import YOLOModule
-from .report import format_metric
+from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint
+from ..callbacks.outputs import PredictionWriter, ResultsFiles
+from ..inference.checkpoint import check_checkpoint_file, load_checkpoint_dict
+from ..callbacks.checkpoints import install_atomic_checkpoint_io
+from ..data.datamodule import YOLODataModule
+from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
+from ..module import YOLOModule
+from ..reporting.report import format_metric
 
 __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
 
@@ -47,7 +48,14 @@ CKPT_DATA_KEYS = (
     "synthetic_seed",
 )
 
-EXTRA_COMMANDS = ("export", "anchors", "convert")
+#: Subcommands that are not a Trainer run: name -> module with ``<name>_main(argv)``.
+EXTRA_COMMANDS = {
+    "export": "lightning_yolo.commands.export",
+    "anchors": "lightning_yolo.commands.anchors",
+    "convert": "lightning_yolo.commands.convert",
+    "ablate": "lightning_yolo.study.ablate",
+    "evolve": "lightning_yolo.study.evolve",
+}
 
 #: Run folder of each subcommand when no ``--name`` is given, as ultralytics names them: ``fit`` ->
 #: ``<trainer.default_root_dir>/train`` (then ``train2``, ``train3``, ...), ``validate`` -> ``val``, ...
@@ -79,6 +87,8 @@ commands:
   export     a checkpoint -> ONNX / TorchScript / darknet files   (lightning-yolo export --help)
   anchors    k-means anchors for a dataset                        (lightning-yolo anchors --help)
   convert    darknet .cfg + .weights -> a checkpoint              (lightning-yolo convert --help)
+  ablate     base vs one-switch variants, K seeds, paired 95% CIs (lightning-yolo ablate --help)
+  evolve     genetic search of hyper-parameters                   (lightning-yolo evolve --help)
 
 shipped configs, by name or path: --config demo | debug | custom_yolo_format | yolov4_coco
 runs land in runs/detect/<name>/ (--name; default train, val, test, predict; an existing name gets 2, 3, ...
@@ -383,7 +393,7 @@ def _plan_by_time(trainer: Any) -> None:
     """With ``--trainer.max_time``, plan epochs, schedule and close-mosaic over it (:class:`TimeBudget`)."""
     from pytorch_lightning.callbacks import Timer
 
-    from .recipe import TimeBudget
+    from ..callbacks.recipe import TimeBudget
 
     timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
     if timer is None or getattr(timer, "_duration", None) is None:
@@ -517,10 +527,11 @@ def _run(argv: list[str]) -> None:
         if not argv:
             return
     if argv and argv[0] in EXTRA_COMMANDS:
-        from . import tools
+        import importlib
 
-        # the flag style of the other subcommands (--img_size; --img-size works too, see tools.parse_args)
-        getattr(tools, f"{argv[0]}_main")(argv[1:])
+        # the flag style of the other subcommands (--img_size; --img-size works too, see commands.args.parse_args)
+        command = importlib.import_module(EXTRA_COMMANDS[argv[0]])
+        getattr(command, f"{argv[0]}_main")(argv[1:])
         return
     with warnings.catch_warnings():
         # LightningCLI warns when it gets args= while sys.argv holds arguments too; here they are the same arguments

@@ -52,8 +52,8 @@ import torch
 from torch import nn
 from torchvision import ops as tv_ops
 
-from .models.predictor import YOLOPredictor
-from .models.yolo import YOLOv4
+from ..models.predictor import YOLOPredictor
+from ..models.yolo import YOLOv4
 
 __all__ = [
     "RawOutputs",

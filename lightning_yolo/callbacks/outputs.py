@@ -1,4 +1,5 @@
-"""Callbacks for what Lightning's own callbacks do not cover."""
+"""What a run writes besides checkpoints: predictions (COCO-style json, drawn images), sample and prediction
+pictures, results.csv / results.png."""
 
 from __future__ import annotations
 
@@ -13,124 +14,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 
-__all__ = [
-    "CloseMosaic",
-    "LastCheckpoint",
-    "ensure_last_checkpoint",
-    "PredictionWriter",
-    "DetectionImageLogger",
-    "DetectionPlots",
-    "ResultsFiles",
-]
+
+__all__ = ["PredictionWriter", "DetectionImageLogger", "DetectionPlots", "ResultsFiles"]
 
 log = logging.getLogger(__name__)
-
-
-class CloseMosaic(pl.Callback):
-    """Turn Mosaic, MixUp and CutMix off for the last ``last_n_epochs`` epochs (YOLOX ``no_aug_epochs``,
-    ultralytics ``close_mosaic``), so the network finishes on images that look like the test images.
-
-    Sets ``close_mosaic_epochs`` on the :class:`~lightning_yolo.data.datamodule.YOLODataModule`, whose training
-    sampler sends the switch with every index: it takes effect at the first closed epoch, persistent workers
-    included. Needs ``Trainer(max_epochs=...)``.
-
-    Args:
-        last_n_epochs: number of final epochs without multi-image augmentation.
-    """
-
-    def __init__(self, last_n_epochs: int = 10) -> None:
-        if last_n_epochs < 0:
-            raise ValueError(f"last_n_epochs must be >= 0, got {last_n_epochs}")
-        self.last_n_epochs = int(last_n_epochs)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "close_mosaic_epochs"):
-            raise ValueError(
-                f"CloseMosaic needs a datamodule with a close_mosaic_epochs attribute (YOLODataModule), "
-                f"got {type(dm).__name__ if dm is not None else None}"
-            )
-        dm.close_mosaic_epochs = self.last_n_epochs
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        max_epochs = trainer.max_epochs
-        if self.last_n_epochs and max_epochs is not None and trainer.current_epoch == max_epochs - self.last_n_epochs:
-            rank_zero_info(f"CloseMosaic: Mosaic/MixUp/CutMix off for the last {self.last_n_epochs} epochs")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# last.ckpt that really is the last epoch (resume / extend)
-
-
-class LastCheckpoint(ModelCheckpoint):
-    """Write ``last.ckpt`` at the end of every training epoch (after that epoch's validation), for
-    ``lightning-yolo fit --ckpt_path .../last.ckpt``.
-
-    Lightning 2.6 writes ``ModelCheckpoint(save_last=True)``'s ``last.ckpt`` only when a top-k checkpoint is saved
-    at the same step: with a monitored metric that did not improve, ``last.ckpt`` holds an older epoch and resuming
-    from it silently repeats epochs. This callback keeps one file, overwritten every ``every_n_epochs`` epochs.
-    The CLI adds it for every ``ModelCheckpoint(save_last=True, monitor=...)`` of a config
-    (:func:`ensure_last_checkpoint`).
-
-    Args:
-        dirpath: folder (default: the logger's ``checkpoints`` folder, as for ``ModelCheckpoint``).
-        filename: file name without ``.ckpt``.
-        every_n_epochs: write every this many epochs.
-    """
-
-    def __init__(
-        self, dirpath: str | os.PathLike | None = None, filename: str = "last", every_n_epochs: int = 1
-    ) -> None:
-        super().__init__(
-            dirpath=dirpath,
-            filename=filename,
-            monitor=None,
-            save_top_k=1,  # with monitor=None: the newest checkpoint only, overwritten in place
-            save_last=False,
-            every_n_epochs=every_n_epochs,
-            save_on_train_epoch_end=True,  # epoch end runs after the epoch's validation: every epoch, any val period
-            enable_version_counter=False,
-            auto_insert_metric_name=False,
-        )
-
-
-def ensure_last_checkpoint(callbacks: list[pl.Callback]) -> LastCheckpoint | None:
-    """Give ``save_last=True`` its intended meaning: a ``last.ckpt`` of the last epoch.
-
-    For ``ModelCheckpoint`` callbacks with a ``monitor``, ``save_last=True`` and ``save_top_k != -1`` (whose
-    ``last.ckpt`` is only rewritten with a new best, see :class:`LastCheckpoint`), ``save_last`` is switched off and
-    one :class:`LastCheckpoint` in the same folder is appended to ``callbacks`` (in place), unless one is there.
-
-    Returns:
-        The added (or existing) :class:`LastCheckpoint`, or ``None`` when nothing needed it.
-    """
-    existing = next((cb for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
-    stale = [
-        cb
-        for cb in callbacks
-        if isinstance(cb, ModelCheckpoint)
-        and not isinstance(cb, LastCheckpoint)
-        and cb.save_last is True
-        and cb.monitor is not None
-        and cb.save_top_k != -1
-    ]
-    if not stale:
-        return existing
-    for cb in stale:
-        cb.save_last = False
-    if existing is None:
-        existing = LastCheckpoint(dirpath=stale[0].dirpath)
-        callbacks.append(existing)
-        rank_zero_info(
-            f"ModelCheckpoint(monitor={stale[0].monitor!r}, save_last=True) rewrites last.ckpt only with a new best "
-            "(Lightning >= 2.6); added LastCheckpoint, which writes last.ckpt after every epoch"
-        )
-    return existing
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # predictions to COCO-style json (and drawn images)
@@ -279,8 +170,8 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        from .ops.image import read_image
-        from .visualize import draw_detections, save_image
+        from ..ops.image import read_image
+        from ..reporting.visualize import draw_detections, save_image
 
         names = list(getattr(pl_module, "class_names", []) or []) or None
         for det in prediction:
@@ -410,7 +301,7 @@ class DetectionImageLogger(pl.Callback):
         self._warned = False
 
     def _emit(self, trainer: pl.Trainer, tag: str, grid: torch.Tensor) -> None:
-        from .visualize import save_image
+        from ..reporting.visualize import save_image
 
         self.images[tag] = grid
         logged = _log_to_tensorboard(trainer, "image", tag, grid)
@@ -425,7 +316,7 @@ class DetectionImageLogger(pl.Callback):
     ) -> None:
         if not self.train_samples or self._train_logged or not trainer.is_global_zero:
             return
-        from .visualize import draw_detections
+        from ..reporting.visualize import draw_detections
 
         self._train_logged = True
         images = batch["images"][: self.max_images].detach().float().cpu()
@@ -449,7 +340,7 @@ class DetectionImageLogger(pl.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        from .visualize import draw_detections
+        from ..reporting.visualize import draw_detections
 
         images = batch["images"][: self.max_images]
         with torch.no_grad():
@@ -473,9 +364,9 @@ class DetectionPlots(pl.Callback):
     each process sees its own share of the images; process 0's share is plotted.
 
     Args:
-        confusion_matrix: compute and plot the confusion matrix (:func:`lightning_yolo.plots.confusion_matrix`).
+        confusion_matrix: compute and plot the confusion matrix (:func:`lightning_yolo.reporting.plots.confusion_matrix`).
         pr_curves: compute and plot precision-recall curves at ``iou_thresh``
-            (:func:`lightning_yolo.plots.precision_recall_curves`).
+            (:func:`lightning_yolo.reporting.plots.precision_recall_curves`).
         iou_thresh: IoU of a match.
         score_thresh: smallest score counted in the confusion matrix (the curves use every detection).
         every_n_epochs: plot every this many epochs.
@@ -524,7 +415,7 @@ class DetectionPlots(pl.Callback):
         return preds, targets
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, stage: str) -> None:
-        from . import plots
+        from ..reporting import plots
 
         if metric is None or not hasattr(metric, "detection_box"):
             rank_zero_warn(f"DetectionPlots: the module has no {stage} MeanAveragePrecision; nothing plotted")
@@ -682,7 +573,7 @@ class ResultsFiles(pl.Callback):
     def _write(self, trainer: pl.Trainer, plot: bool = True) -> None:
         import csv
 
-        from .plots import plot_results
+        from ..reporting.plots import plot_results
 
         columns: list[str] = ["epoch"]
         for group in ("train/", "val/", ""):
@@ -705,7 +596,7 @@ class ResultsFiles(pl.Callback):
     def _labels_overview(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         import numpy as np
 
-        from .plots import plot_labels
+        from ..reporting.plots import plot_labels
 
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "source"):
@@ -725,7 +616,7 @@ class ResultsFiles(pl.Callback):
         self._save_figure(trainer, fig, "labels.png")
 
     def _draw(self, pl_module: pl.LightningModule, images: torch.Tensor, dets: Sequence[dict[str, torch.Tensor]]):
-        from .visualize import draw_detections
+        from ..reporting.visualize import draw_detections
 
         names = list(getattr(pl_module, "class_names", []) or []) or None
         drawn = [
@@ -740,14 +631,14 @@ class ResultsFiles(pl.Callback):
     ) -> None:
         if not self.pictures or self._train_drawn or not trainer.is_global_zero:
             return
-        from .visualize import save_image
+        from ..reporting.visualize import save_image
 
         self._train_drawn = True
         grid = self._draw(pl_module, batch["images"], batch["targets"])
         save_image(grid, self.folder(trainer) / "train_batch0.png")
 
     def _eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, prefix: str) -> None:
-        from .visualize import save_image
+        from ..reporting.visualize import save_image
 
         images = batch["images"][: self.max_images]
         was_training = pl_module.training
@@ -776,7 +667,7 @@ class ResultsFiles(pl.Callback):
     def _curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, prefix: str) -> None:
         # runs before the module's epoch end, which computes and resets the metric: its states hold the epoch.
         # Under DDP process 0 plots its share (precision_recall_curves does not sync across processes).
-        from . import plots
+        from ..reporting import plots
 
         if metric is None or not hasattr(metric, "detection_box") or not trainer.is_global_zero:
             return

@@ -1,4 +1,6 @@
-"""Atomic checkpoint files: a crash while ``last.ckpt`` is written never destroys the previous ``last.ckpt``.
+"""Checkpoint files: ``last.ckpt`` that really is the last epoch, and atomic writes.
+
+Atomic checkpoint files: a crash while ``last.ckpt`` is written never destroys the previous ``last.ckpt``.
 
 Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file lives in ``$TMPDIR``;
 the commit is a ``shutil.move``, which becomes a copy when the run folder is on another filesystem (another disk,
@@ -26,10 +28,87 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "install_atomic_checkpoint_io"]
+__all__ = ["LastCheckpoint", "ensure_last_checkpoint", "AtomicCheckpointIO", "atomic_torch_save", "install_atomic_checkpoint_io"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# last.ckpt that really is the last epoch (resume / extend)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Write ``last.ckpt`` at the end of every training epoch (after that epoch's validation), for
+    ``lightning-yolo fit --ckpt_path .../last.ckpt``.
+
+    Lightning 2.6 writes ``ModelCheckpoint(save_last=True)``'s ``last.ckpt`` only when a top-k checkpoint is saved
+    at the same step: with a monitored metric that did not improve, ``last.ckpt`` holds an older epoch and resuming
+    from it silently repeats epochs. This callback keeps one file, overwritten every ``every_n_epochs`` epochs.
+    The CLI adds it for every ``ModelCheckpoint(save_last=True, monitor=...)`` of a config
+    (:func:`ensure_last_checkpoint`).
+
+    Args:
+        dirpath: folder (default: the logger's ``checkpoints`` folder, as for ``ModelCheckpoint``).
+        filename: file name without ``.ckpt``.
+        every_n_epochs: write every this many epochs.
+    """
+
+    def __init__(
+        self, dirpath: str | os.PathLike | None = None, filename: str = "last", every_n_epochs: int = 1
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=None,
+            save_top_k=1,  # with monitor=None: the newest checkpoint only, overwritten in place
+            save_last=False,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=True,  # epoch end runs after the epoch's validation: every epoch, any val period
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
+
+
+def ensure_last_checkpoint(callbacks: list[pl.Callback]) -> LastCheckpoint | None:
+    """Give ``save_last=True`` its intended meaning: a ``last.ckpt`` of the last epoch.
+
+    For ``ModelCheckpoint`` callbacks with a ``monitor``, ``save_last=True`` and ``save_top_k != -1`` (whose
+    ``last.ckpt`` is only rewritten with a new best, see :class:`LastCheckpoint`), ``save_last`` is switched off and
+    one :class:`LastCheckpoint` in the same folder is appended to ``callbacks`` (in place), unless one is there.
+
+    Returns:
+        The added (or existing) :class:`LastCheckpoint`, or ``None`` when nothing needed it.
+    """
+    existing = next((cb for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
+    stale = [
+        cb
+        for cb in callbacks
+        if isinstance(cb, ModelCheckpoint)
+        and not isinstance(cb, LastCheckpoint)
+        and cb.save_last is True
+        and cb.monitor is not None
+        and cb.save_top_k != -1
+    ]
+    if not stale:
+        return existing
+    for cb in stale:
+        cb.save_last = False
+    if existing is None:
+        existing = LastCheckpoint(dirpath=stale[0].dirpath)
+        callbacks.append(existing)
+        rank_zero_info(
+            f"ModelCheckpoint(monitor={stale[0].monitor!r}, save_last=True) rewrites last.ckpt only with a new best "
+            "(Lightning >= 2.6); added LastCheckpoint, which writes last.ckpt after every epoch"
+        )
+    return existing
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# atomic writes
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,23 @@
+"""Lightning hooks of the package: the training recipe (:mod:`.recipe`), checkpoint files (:mod:`.checkpoints`),
+run outputs (:mod:`.outputs`) and the SyncBatchNorm plugin (:mod:`.plugins`)."""
+
+from .checkpoints import AtomicCheckpointIO, LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
+from .outputs import DetectionImageLogger, DetectionPlots, PredictionWriter, ResultsFiles
+from .plugins import TimmSyncBatchNorm
+from .recipe import EMA, AutoAnchor, CloseMosaic, TimeBudget
+
+__all__ = [
+    "EMA",
+    "AutoAnchor",
+    "CloseMosaic",
+    "TimeBudget",
+    "LastCheckpoint",
+    "ensure_last_checkpoint",
+    "AtomicCheckpointIO",
+    "install_atomic_checkpoint_io",
+    "PredictionWriter",
+    "DetectionImageLogger",
+    "DetectionPlots",
+    "ResultsFiles",
+    "TimmSyncBatchNorm",
+]
