@@ -1030,13 +1030,13 @@ def init_from_darknet(model: YOLOv4, weights: str | os.PathLike, cfg: str | os.P
     weights were trained with.
 
     Returns:
-        A :class:`lightning_yolo.checkpoint.LoadReport`.
+        A :class:`lightning_yolo.inference.checkpoint.LoadReport`.
 
     Raises:
         DarknetError: the cfg describes another architecture than ``model`` (e.g. yolov4-tiny weights into
             ``yolov4_cspdarknet53``) or does not map at all.
     """
-    from ..checkpoint import LoadReport
+    from ..inference.checkpoint import LoadReport
 
     cfg_path = find_cfg(weights, cfg)
     imp = load_darknet(cfg_path, weights)
