@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ..args import parse_args
+from .args import parse_args
 
 __all__ = ["anchors_main", "build_anchors_parser", "format_anchors_yaml"]
 

@@ -18,10 +18,9 @@ from typing import Any, Optional
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint
+from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
 from ..callbacks.outputs import PredictionWriter, ResultsFiles
 from ..inference.checkpoint import check_checkpoint_file, load_checkpoint_dict
-from ..callbacks.checkpoints import install_atomic_checkpoint_io
 from ..data.datamodule import YOLODataModule
 from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from ..module import YOLOModule

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..args import parse_args
+from .args import parse_args
 
 __all__ = ["build_convert_parser", "convert_main", "darknet_checkpoint"]
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..args import parse_args
+from .args import parse_args
 
 __all__ = ["build_export_parser", "export_main"]
 

@@ -4,13 +4,15 @@ No Lightning here: :class:`~lightning_yolo.module.YOLOModule` and the DataModule
 """
 
 from .assigner import Assignment, assign_targets, ignore_mask, pad_targets
-from .loss import BOX_LOSSES, YOLOLoss
+from .config import BOX_LOSSES, LossCfg
+from .loss import YOLOLoss
 from .optim import WarmupCosineLR, param_groups, warmup_cosine_factor, warmup_cosine_lambda
 from .sat import empty_targets, self_adversarial_step
 
 __all__ = [
     "Assignment",
     "BOX_LOSSES",
+    "LossCfg",
     "WarmupCosineLR",
     "YOLOLoss",
     "assign_targets",
