@@ -12,7 +12,12 @@ from typing import Any
 
 from .anchors import COCO_ANCHORS, SCALE_X_Y, STRIDES
 
-__all__ = ["ModelCfg", "MODEL_CFGS"]
+__all__ = ["ModelCfg", "MODEL_CFGS", "NECKS", "NECK_ATTENTIONS"]
+
+#: ``ModelCfg.neck`` choices.
+NECKS: tuple[str, ...] = ("pan", "fpn", "tiny_fpn")
+#: ``ModelCfg.neck_attention`` choices.
+NECK_ATTENTIONS: tuple[str, ...] = ("none", "se", "cbam")
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,12 @@ class ModelCfg:
             (downloaded once, then cached).
         neck_act: activation of the neck and head convolutions (``"leaky"`` = leaky ReLU slope 0.1, darknet).
         neck_width: multiplier on the neck widths (each level's neck width is half its backbone channels).
-        neck: ``"pan"`` (SPP + PAN, three levels, yolov4.cfg) or ``"tiny_fpn"`` (yolov4-tiny.cfg, two levels).
+        neck: ``"pan"`` (SPP + PAN, three levels, yolov4.cfg), ``"fpn"`` (SPP + the top-down path only, merging by
+            addition: the FPN the paper's concatenating PAN is compared with; same levels and widths, so the head and
+            loss are unchanged; no darknet form) or ``"tiny_fpn"`` (yolov4-tiny.cfg, two levels).
+        neck_attention: channel attention on each PAN / FPN output level, after SAM (the paper's "bag of specials"
+            attention modules): ``"none"``, ``"se"`` (squeeze-and-excitation, timm ``SEModule``) or ``"cbam"``
+            (channel + spatial attention, timm ``CbamModule``); no darknet form.
         bn_eps: BatchNorm epsilon of the neck, the head and the package's own backbones (darknet: 1e-5; 1e-3, the
             YOLOX value, is the default of the timm-backbone variants trained here; darknet weights load with 1e-5).
         spp_kernels: max-pool kernel sizes of SPP (darknet yolov4.cfg: 5, 9, 13); empty disables SPP.
@@ -51,6 +61,7 @@ class ModelCfg:
     neck_act: str = "leaky"
     neck_width: float = 1.0
     neck: str = "pan"
+    neck_attention: str = "none"
     bn_eps: float = 1e-3
     spp_kernels: tuple[int, ...] = (5, 9, 13)
     sam: bool = False
@@ -62,6 +73,12 @@ class ModelCfg:
     prior_prob: float = 0.01
     cls_prior_prob: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("neck", NECKS), ("neck_attention", NECK_ATTENTIONS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"ModelCfg.{name} must be one of {list(allowed)}, got {value!r}")
 
     def replace(self, **overrides: Any) -> ModelCfg:
         """Return a copy with the given fields replaced; ``None`` values are ignored."""

@@ -1,15 +1,17 @@
-"""Building blocks of the neck and head: ConvNormAct presets, SPP, modified SAM, DropBlock, fusing."""
+"""Building blocks of the neck and head: ConvNormAct presets, SPP, modified SAM, SE / CBAM, DropBlock, fusing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from timm.layers import SEModule
+from timm.layers.cbam import CbamModule  # not re-exported by timm.layers
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import drop_block2d
 
-__all__ = ["get_act", "ConvNormAct", "SPP", "SAM", "DropBlock2d", "fuse_conv_bn_"]
+__all__ = ["get_act", "ConvNormAct", "SPP", "SAM", "attention_module", "DropBlock2d", "fuse_conv_bn_"]
 
 
 def get_act(name: str | None) -> nn.Module:
@@ -84,6 +86,19 @@ class SAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attn(x)
+
+
+def attention_module(kind: str, channels: int) -> nn.Module:
+    """timm's attention block by name: ``"se"`` -> ``SEModule`` (Hu et al. 2018), ``"cbam"`` -> ``CbamModule``
+    (Woo et al. 2018: channel attention on average- and max-pooled features, then a 7x7 spatial attention).
+
+    Both with timm's defaults (reduction 1/16, ReLU, sigmoid gate); ``y = x * gate``, so shapes are unchanged.
+    """
+    if kind == "se":
+        return SEModule(channels)
+    if kind == "cbam":
+        return CbamModule(channels)
+    raise ValueError(f"attention must be 'se' or 'cbam', got {kind!r}")
 
 
 class DropBlock2d(nn.Module):

@@ -1,4 +1,4 @@
-"""The YOLOv4 network: backbone (timm, or CSPDarknet53-tiny) -> neck (SPP + PAN, or yolov4-tiny's FPN) -> YOLO head.
+"""The YOLOv4 network: backbone (timm, or CSPDarknet53-tiny) -> neck (SPP + PAN or FPN, or yolov4-tiny's FPN) -> head.
 
 The network never sees targets or losses, so it exports on its own (effdet's separation).
 """
@@ -44,7 +44,7 @@ class YOLOv4(nn.Module):
             bn_eps=cfg.bn_eps,
         )
         self.neck: PANNeck | TinyFPNNeck
-        if cfg.neck == "pan":
+        if cfg.neck in ("pan", "fpn"):
             self.neck = PANNeck(
                 self.backbone.out_channels,
                 width=cfg.neck_width,
@@ -54,15 +54,24 @@ class YOLOv4(nn.Module):
                 dropblock=cfg.dropblock,
                 dropblock_size=cfg.dropblock_size,
                 bn_eps=cfg.bn_eps,
+                attention=cfg.neck_attention,
+                fpn=cfg.neck == "fpn",
             )
         elif cfg.neck == "tiny_fpn":
-            unsupported = {"spp_kernels": cfg.spp_kernels, "sam": cfg.sam, "dropblock": cfg.dropblock}
+            unsupported = {
+                "spp_kernels": cfg.spp_kernels,
+                "sam": cfg.sam,
+                "dropblock": cfg.dropblock,
+                "neck_attention": cfg.neck_attention != "none" and cfg.neck_attention,
+            }
             bad = {k: v for k, v in unsupported.items() if v}
             if bad or cfg.neck_width != 1.0:
-                raise ValueError(f"neck 'tiny_fpn' (yolov4-tiny) has no SPP, SAM, DropBlock or neck_width; got {bad}")
+                raise ValueError(
+                    f"neck 'tiny_fpn' (yolov4-tiny) has no SPP, SAM, DropBlock, neck_attention or neck_width; got {bad}"
+                )
             self.neck = TinyFPNNeck(self.backbone.out_channels, act=cfg.neck_act, bn_eps=cfg.bn_eps)
         else:
-            raise ValueError(f"neck must be 'pan' or 'tiny_fpn', got {cfg.neck!r}")
+            raise ValueError(f"neck must be 'pan', 'fpn' or 'tiny_fpn', got {cfg.neck!r}")
         self.head = YOLOHead(
             self.neck.out_channels,
             num_classes,
