@@ -105,6 +105,15 @@ def test_neck_attention_fuses_and_validates():
         create_model("yolov4_tiny", num_classes=1, neck_attention="se")
 
 
+def test_neck_attention_has_no_darknet_form():
+    from lightning_yolo.models.darknet import DarknetError, darknet_layout
+
+    torch.manual_seed(0)
+    model = create_model("yolov4_cspdarknet53", num_classes=1, neck_attention="se")
+    with pytest.raises(DarknetError, match="neck_attention 'se'"):
+        darknet_layout(model)
+
+
 def test_fpn_neck_is_top_down_with_addition(default_pico):
     _, base_shapes, base_state = default_pico
     model = _pico(neck="fpn")

@@ -503,6 +503,8 @@ def _pan_layout(b: _Builder, model: YOLOv4, settings: dict[str, Any]) -> None:
         )
     if list(cfg.strides) != [8, 16, 32]:
         raise DarknetError(f"the yolov4 darknet form has strides 8, 16, 32, got {list(cfg.strides)}")
+    if cfg.neck_attention != "none":
+        raise DarknetError(f"neck_attention {cfg.neck_attention!r} (SE / CBAM) has no darknet form in yolov4.cfg")
     mish, act = "mish", _darknet_act(cfg.neck_act, "neck")
     body = model.backbone.body
     stage_names = sorted(
@@ -781,7 +783,7 @@ def _bn_eps(model: YOLOv4) -> dict[str, float]:
 # import
 
 
-_IOU_LOSSES = {"ciou", "diou", "giou", "iou"}
+_IOU_LOSSES = {"ciou", "diou", "giou", "iou", "mse"}  # = training.config.BOX_LOSSES; mse: YOLOv3's coordinate loss
 _NMS_KINDS = {"greedynms": "greedy", "diounms": "diou"}
 
 
