@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -19,9 +18,11 @@ from torchmetrics.detection import MeanAveragePrecision
 from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
+from .ops.postprocess import DEFAULTS
 from .reporting.report import EvalReport, build_report, count_instances
+from .training.config import LossCfg
 from .training.loss import YOLOLoss
-from .training.optim import WarmupCosineLR, param_groups
+from .training.optim import DECAYS, WarmupCosineLR, param_groups
 
 __all__ = ["YOLOModule"]
 
@@ -41,32 +42,30 @@ class YOLOModule(pl.LightningModule):
         class_names: names of the classes (linked from the data by the CLI); stored in checkpoints.
         model_overrides: :class:`~lightning_yolo.models.ModelCfg` fields to replace, e.g. ``{"sam": true}`` or
             ``{"anchors": [[[10, 13], ...], ...]}``.
-        box_loss: ``"ciou"``, ``"diou"``, ``"giou"`` or ``"iou"``.
-        iou_thresh: multi-anchor assignment threshold (darknet ``iou_thresh=0.213``).
-        ignore_thresh: objectness ignore threshold (darknet ``ignore_thresh=0.7``).
-        label_smoothing: class label smoothing ``eps``.
-        focal_gamma: focal objectness ``gamma`` (0 = BCE).
-        obj_iou_ratio: IoU-aware objectness target mix (0 = darknet's target 1; 0.5 measured best, see YOLOLoss).
-        box_weight: weight of the box term.
-        obj_weight: weight of the objectness term.
-        cls_weight: weight of the class term.
-        neighbour_cells: also assign the adjacent cells that the grid-sensitive decode can reach (YOLOv5 /
-            Scaled-YOLOv4; with ``model_overrides: {scale_x_y: [2, 2, 2]}`` every ground truth gets ~3x the cells).
-        obj_ref_size: objectness weight relative to this input size: scaled by ``(input side / obj_ref_size)^2``
-            so a positive cell weighs the same at every size (YOLOv5's ``(imgsz / 640)^2``); ``None``: unscaled.
-        level_obj_weights: objectness weight per level, finest first (``None``: equal; ``"stride"``: YOLOv5's
-            balance by stride, 4.0 / 1.0 / 0.4 for strides 8 / 16 / 32).
-        optimizer: an ``OptimizerCallable`` taking parameter groups (overrides ``optimizer_name``/``lr``/...).
-        optimizer_name: ``"adamw"`` (default; ``betas=(momentum, 0.999)``) or ``"sgd"`` (Nesterov). Both get
-            parameter groups without weight decay on norms and biases. The loss is a mean over the batch, so SGD
-            wants a rate about batch-size times darknet's per-image one (0.01 x 16 = 0.16 at batch 16).
-        lr: peak learning rate of the default optimizer.
-        momentum: SGD momentum / AdamW beta1 (darknet yolov4.cfg 0.949).
+        loss: the loss settings, :class:`~lightning_yolo.training.config.LossCfg` (one docstring per field); on the
+            command line the nested group ``--model.loss.box_loss diou``, ``--model.loss.label_smoothing 0.1``.
+        optimizer_name: ``"adamw"`` (default; ``betas=(momentum, 0.999)``), ``"sgd"`` (Nesterov, darknet's), or the
+            name of another ``torch.optim`` class (``"RAdam"``, ``"torch.optim.NAdam"``), which gets ``lr``,
+            ``weight_decay`` through the groups, and ``momentum`` as its momentum or first beta where it has one. All
+            get parameter groups without weight decay on norms and biases and the same schedule. The loss is a mean
+            over the batch, so SGD wants a rate about batch-size times darknet's per-image one (0.01 x 16 = 0.16).
+        lr: peak learning rate.
+        momentum: SGD momentum / Adam beta1 (darknet yolov4.cfg 0.949).
         weight_decay: L2 decay on convolution weights (darknet ``decay=0.0005``).
-        lr_scheduler: an ``LRSchedulerCallable``; ``None`` uses warmup (darknet ``burn_in``, power 4) then cosine,
-            stepped every optimisation step and planned over the trainer's total steps.
+        lr_schedule: after the warmup (darknet ``burn_in``, power 4): ``"cosine"`` (the paper's cosine annealing,
+            darknet ``policy=sgdr``) down to ``min_lr_ratio * lr``, or ``"steps"`` (darknet's default
+            ``policy=steps``: x0.1 at 80% and again at 90% of the run). Stepped every optimisation step and planned
+            over the trainer's total steps.
         warmup_epochs: length of the warmup in epochs (fractional allowed).
         min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``.
+        ema: keep an exponential moving average of the weights (:class:`~lightning_yolo.callbacks.EMA`, ramped
+            decay ``ema_decay * (1 - exp(-n / ema_tau))``); validation, checkpoints and the final model use it.
+        ema_decay: the decay the EMA ramp approaches.
+        ema_tau: the EMA ramp length in optimizer steps.
+        auto_anchor: check the anchors against the training boxes when ``fit`` starts and replace them by k-means
+            anchors when their best possible recall is below ``auto_anchor_bpr``
+            (:class:`~lightning_yolo.callbacks.AutoAnchor`).
+        auto_anchor_bpr: the best-possible-recall threshold of ``auto_anchor``.
         score_thresh: validation score threshold (COCO protocol: 0.001).
         nms_iou_thresh: validation NMS IoU threshold.
         nms_kind: ``"diou"`` (darknet ``nms_kind=diounms``) or ``"greedy"``.
@@ -92,26 +91,19 @@ class YOLOModule(pl.LightningModule):
         num_classes: int = 4,
         class_names: list[str] | None = None,
         model_overrides: dict[str, Any] | None = None,
-        box_loss: str = "ciou",
-        iou_thresh: float = 0.213,
-        ignore_thresh: float = 0.7,
-        label_smoothing: float = 0.0,
-        focal_gamma: float = 0.0,
-        obj_iou_ratio: float = 0.5,
-        box_weight: float = 0.05,
-        obj_weight: float = 1.0,
-        cls_weight: float = 0.02,
-        neighbour_cells: bool = False,
-        obj_ref_size: int | None = None,
-        level_obj_weights: list[float] | str | None = "stride",
-        optimizer: OptimizerCallable | None = None,
+        loss: LossCfg = LossCfg(),  # noqa: B008 (frozen: a shared default is safe; a dataclass default gives the CLI group)
         optimizer_name: str = "adamw",
         lr: float = 2e-3,
         momentum: float = 0.937,
         weight_decay: float = 5e-4,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_schedule: str = "cosine",
         warmup_epochs: float = 1.0,
         min_lr_ratio: float = 0.05,
+        ema: bool = False,
+        ema_decay: float = 0.9999,
+        ema_tau: float = 2000.0,
+        auto_anchor: bool = False,
+        auto_anchor_bpr: float = 0.98,
         score_thresh: float = 0.001,
         nms_iou_thresh: float = 0.6,
         nms_kind: str = "diou",
@@ -127,8 +119,9 @@ class YOLOModule(pl.LightningModule):
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
-        if optimizer_name not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer_name must be 'adamw' or 'sgd', got {optimizer_name!r}")
+        _optimizer_class(optimizer_name)  # unknown names fail here, naming the choices
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if nms_kind not in ("diou", "greedy"):
             raise ValueError(f"nms_kind must be 'diou' or 'greedy', got {nms_kind!r}")
         if map_backend not in ("pycocotools", "faster_coco_eval"):
@@ -141,10 +134,10 @@ class YOLOModule(pl.LightningModule):
                     "map_backend='faster_coco_eval' needs the faster-coco-eval package: "
                     "pip install 'lightning-yolo[fast-eval]'"
                 )
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.optimizer_factory = optimizer
+        loss = LossCfg.from_dict(loss)  # a dict when loaded from a checkpoint
+        self.save_hyperparameters()
+        self.hparams["loss"] = loss.to_dict()  # plain data in checkpoints and hparams.yaml
         self._resume_rng_state: dict[str, Any] | None = None
-        self.scheduler_factory = lr_scheduler
         from_darknet = bool(init_from) and str(init_from).lower().endswith(".weights")
         if from_darknet and "bn_eps" not in (model_overrides or {}):
             # darknet normalises with eps 1e-5: keep its BatchNorm function (stored, so checkpoints rebuild it)
@@ -177,23 +170,7 @@ class YOLOModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ construction helpers
     def _make_loss(self) -> YOLOLoss:
-        hp = self.hparams
-        return YOLOLoss(
-            hp.num_classes,
-            self.model.anchors,
-            box_loss=hp.box_loss,
-            iou_thresh=hp.iou_thresh,
-            ignore_thresh=hp.ignore_thresh,
-            label_smoothing=hp.label_smoothing,
-            focal_gamma=hp.focal_gamma,
-            obj_iou_ratio=hp.obj_iou_ratio,
-            box_weight=hp.box_weight,
-            obj_weight=hp.obj_weight,
-            cls_weight=hp.cls_weight,
-            neighbour_cells=hp.get("neighbour_cells", False),
-            level_obj_weights=hp.get("level_obj_weights", "stride"),
-            obj_ref_size=hp.get("obj_ref_size"),
-        )
+        return YOLOLoss(self.hparams.num_classes, self.model.anchors, LossCfg.from_dict(self.hparams.loss))
 
     @staticmethod
     def _make_metric(backend: str = "pycocotools") -> MeanAveragePrecision:
@@ -216,18 +193,13 @@ class YOLOModule(pl.LightningModule):
         names = self.hparams.get("class_names")
         return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
 
-    @property
-    def backbone(self) -> nn.Module:
-        """The timm backbone (Lightning's ``BackboneFinetuning`` looks for this attribute)."""
-        return self.model.backbone
-
     def _predict_settings(self) -> dict[str, Any]:
-        """``score_thresh`` / ``max_det`` of ``predict`` and :meth:`predictor` (checkpoints older than the settings:
-        0.25 and 300)."""
+        """``score_thresh`` / ``max_det`` of ``predict`` and :meth:`predictor`, as the user set them (checkpoints
+        older than the settings: :data:`~lightning_yolo.ops.postprocess.DEFAULTS`)."""
         hp = self.hparams
         return {
-            "score_thresh": float(hp.get("predict_score_thresh", 0.25)),
-            "max_det": int(hp.get("predict_max_det", 300)),
+            "score_thresh": float(hp.get("predict_score_thresh", DEFAULTS.score_thresh)),
+            "max_det": int(hp.get("predict_max_det", DEFAULTS.max_det)),
         }
 
     def predictor(self, **kwargs: Any) -> YOLOPredictor:
@@ -556,27 +528,29 @@ class YOLOModule(pl.LightningModule):
         hp = self.hparams
         # Frozen (backbone) parameters stay in the optimizer: SGD skips them while their grad is None.
         groups = param_groups(self.model, hp.weight_decay, trainable_only=False)
-        if self.optimizer_factory is not None:
-            optimizer = self.optimizer_factory(groups)
-            # said loudly (shown by default): which settings the override replaces and what it keeps
-            schedule = "the warmup + cosine schedule" if self.scheduler_factory is None else "the given lr_scheduler"
-            rank_zero_info(
-                f"model.optimizer {type(optimizer).__name__} (lr {optimizer.param_groups[0]['lr']:g}) replaces "
-                f"optimizer_name={hp.optimizer_name!r}, lr={hp.lr:g}, momentum={hp.momentum:g}; kept: the parameter "
-                f"groups (weight decay {hp.weight_decay:g} on weights, none on norms and biases) and {schedule}"
-            )
-        else:
-            optimizer = (
-                torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
-                if hp.optimizer_name == "sgd"
-                else torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.momentum, 0.999))
-            )
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        optimizer = _make_optimizer(hp.optimizer_name, groups, lr=hp.lr, momentum=hp.momentum)
         total_steps, warmup_steps = self._planned_steps()
-        scheduler = WarmupCosineLR(optimizer, total_steps=total_steps, warmup_steps=warmup_steps, min_lr_ratio=hp.min_lr_ratio)
+        scheduler = WarmupCosineLR(
+            optimizer,
+            total_steps=total_steps,
+            warmup_steps=warmup_steps,
+            min_lr_ratio=hp.min_lr_ratio,
+            decay=hp.get("lr_schedule", "cosine"),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The recipe switches that are callbacks: ``ema`` and ``auto_anchor`` (Lightning adds them to the Trainer's;
+        a Trainer callback of the same type is replaced)."""
+        from .callbacks.recipe import EMA, AutoAnchor
+
+        hp = self.hparams
+        callbacks: list[pl.Callback] = []
+        if hp.get("ema"):
+            callbacks.append(EMA(decay=hp.ema_decay, tau=hp.ema_tau))
+        if hp.get("auto_anchor"):
+            callbacks.append(AutoAnchor(bpr_thresh=hp.auto_anchor_bpr))
+        return callbacks
 
     def _planned_steps(self) -> tuple[int, int]:
         """Total optimisation steps of the run and warmup steps (``warmup_epochs`` of them)."""
@@ -596,7 +570,7 @@ class YOLOModule(pl.LightningModule):
             _set_rng_state(self._resume_rng_state)
             self._resume_rng_state = None
         # Extending a finished run (resume with a larger max_epochs) re-plans the cosine over the new total.
-        if self.scheduler_factory is not None or not self.trainer.lr_scheduler_configs:
+        if not self.trainer.lr_scheduler_configs:
             return
         scheduler = self.trainer.lr_scheduler_configs[0].scheduler
         if isinstance(scheduler, WarmupCosineLR):
@@ -616,7 +590,7 @@ class YOLOModule(pl.LightningModule):
         Called by :class:`~lightning_yolo.callbacks.TimeBudget` when it changes ``max_epochs``; the learning rate moves
         to the re-planned curve's value at the current step.
         """
-        if self.scheduler_factory is not None or not self.trainer.lr_scheduler_configs:
+        if not self.trainer.lr_scheduler_configs:
             return
         scheduler = self.trainer.lr_scheduler_configs[0].scheduler
         if isinstance(scheduler, WarmupCosineLR):
@@ -714,3 +688,35 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: ``lr_schedule`` choices (:data:`lightning_yolo.training.optim.DECAYS`).
+LR_SCHEDULES = DECAYS
+
+
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """``"adamw"``, ``"sgd"`` or a ``torch.optim`` class name (``"RAdam"``, ``"torch.optim.NAdam"``)."""
+    if name in ("adamw", "sgd"):
+        return torch.optim.AdamW if name == "adamw" else torch.optim.SGD
+    short = str(name).rsplit(".", 1)[-1]
+    cls = getattr(torch.optim, short, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        choices = sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer))
+        raise ValueError(f"optimizer_name must be 'adamw', 'sgd' or a torch.optim class ({', '.join(choices)}), got {name!r}")
+    return cls
+
+
+def _make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The optimizer of ``optimizer_name``: ``momentum`` becomes the class's momentum or first beta where it has one."""
+    import inspect
+
+    cls = _optimizer_class(name)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {"lr": lr}
+    if "betas" in params:
+        kwargs["betas"] = (momentum, 0.999)
+    elif "momentum" in params:
+        kwargs["momentum"] = momentum
+    return cls(groups, **kwargs)

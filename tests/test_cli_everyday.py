@@ -105,8 +105,8 @@ def test_predict_thresholds_and_coco_image_ids_load_in_pycocotools(small_ckpt, t
 
 
 def test_one_way_to_set_the_optimizer(tmp_path, capsys):
-    """No top-level --optimizer (it silently replaced warmup, cosine and the no-decay groups); --model.optimizer keeps
-    both and says what it replaces."""
+    """No top-level --optimizer (it silently replaced warmup, cosine and the no-decay groups); another torch.optim
+    class is chosen by name through --model.optimizer_name and keeps both."""
     with pytest.raises(SystemExit) as err:
         build_cli(["fit", "--config", DEBUG, "--optimizer", "torch.optim.Adam", "--print_config"])
     assert err.value.code != 0
@@ -119,9 +119,10 @@ def test_one_way_to_set_the_optimizer(tmp_path, capsys):
 
     cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
                      "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-                     "--model.optimizer", "torch.optim.RAdam", "--model.optimizer.lr", "0.001"])  # fmt: skip
+                     "--model.optimizer_name", "torch.optim.RAdam", "--model.lr", "0.001"])  # fmt: skip
     optimizer = cli.trainer.optimizers[0]
     assert type(optimizer).__name__ == "RAdam"
+    assert optimizer.param_groups[0]["initial_lr"] == 0.001 and optimizer.defaults["betas"][0] == 0.937
     assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, cli.model.hparams.weight_decay]
     assert isinstance(cli.trainer.lr_scheduler_configs[0].scheduler, WarmupCosineLR)
 

@@ -16,6 +16,8 @@ __all__ = ["build_export_parser", "export_main"]
 
 
 def build_export_parser() -> argparse.ArgumentParser:
+    from ..ops.postprocess import DEFAULTS
+
     parser = argparse.ArgumentParser(
         prog="lightning-yolo export",
         description=(
@@ -42,9 +44,14 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", default=None, help="output file (default: <checkpoint>.onnx / .torchscript)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--no_dynamic_batch", action="store_true", help="fix the ONNX batch size at 1")
-    parser.add_argument("--score_thresh", type=float, default=0.25, help="--with_nms: smallest score kept (0.25)")
+    parser.add_argument(
+        "--score_thresh", type=float, default=DEFAULTS.score_thresh,
+        help=f"--with_nms: smallest score kept ({DEFAULTS.score_thresh})",
+    )  # fmt: skip
     parser.add_argument("--nms_iou_thresh", type=float, default=None, help="--with_nms: default: the checkpoint's")
-    parser.add_argument("--max_det", type=int, default=100, help="--with_nms: detections per image (100)")
+    parser.add_argument(
+        "--max_det", type=int, default=DEFAULTS.max_det, help=f"--with_nms: detections per image ({DEFAULTS.max_det})"
+    )
     parser.add_argument("--model_name", default=None, help="variant name, needed for a plain state_dict")
     parser.add_argument(
         "--check", action="store_true",
@@ -71,8 +78,8 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
     """
     import torch
 
+    from ..inference.checkpoint import load_predictor
     from ..inference.export import check_onnx, export_module, export_onnx, export_torchscript
-    from ..models.predictor import YOLOPredictor
 
     parser = build_export_parser()
     args = parse_args(parser, argv)
@@ -82,7 +89,7 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
             settings["nms_kind"] = "greedy"  # the only NMS with a static-graph form (see lightning_yolo.inference.export)
         if args.nms_iou_thresh is not None:
             settings["nms_iou_thresh"] = args.nms_iou_thresh
-        predictor = YOLOPredictor.from_checkpoint(args.checkpoint, model_name=args.model_name, **settings)
+        predictor = load_predictor(args.checkpoint, model_name=args.model_name, **settings)
         img_size = _img_size(args.img_size, predictor.img_size)
         if args.format == "darknet":
             return _export_darknet(args, predictor, img_size)
@@ -129,24 +136,20 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
 
 def _export_darknet(args: argparse.Namespace, predictor: Any, img_size: Any) -> Path:
     """``export --format darknet``: ``<output>.cfg`` + ``<output>.weights`` with the checkpoint's loss settings."""
-    import torch
-
+    from ..inference.checkpoint import load_checkpoint_dict
     from ..models.darknet import save_darknet
 
-    hparams: dict[str, Any] = {}
-    try:
-        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
-    except Exception:  # a plain state_dict export was already read by from_checkpoint; settings stay default
-        hparams = {}
+    # already read once by load_predictor, so it is readable; a plain state_dict has no hyper-parameters
+    hparams: dict[str, Any] = dict(load_checkpoint_dict(args.checkpoint).get("hyper_parameters") or {})
     settings: dict[str, Any] = {}
-    if hparams.get("box_loss"):
-        settings["iou_loss"] = hparams["box_loss"]
+    loss = hparams.get("loss") or {}
+    if loss.get("box_loss"):
+        settings["iou_loss"] = loss["box_loss"]
     for key in ("iou_thresh", "ignore_thresh"):
-        if hparams.get(key) is not None:
-            settings[key] = hparams[key]
+        if loss.get(key) is not None:
+            settings[key] = loss[key]
     settings["nms_kind"] = {"greedy": "greedynms", "diou": "diounms"}.get(predictor.nms_kind, "greedynms")
-    settings["beta_nms"] = 0.6
+    settings["beta_nms"] = predictor.beta_nms
     base = Path(args.output) if args.output else Path(args.checkpoint)
     cfg_path, weights_path = base.with_suffix(".cfg"), base.with_suffix(".weights")
     layout = save_darknet(predictor.model, cfg_path, weights_path, img_size=img_size, yolo_settings=settings)
@@ -175,7 +178,7 @@ def _add_onnx_metadata(path: Path, predictor: Any, img_size: Any, outputs: str) 
         "class_names": json.dumps(predictor.class_names or [str(i) for i in range(predictor.num_classes)]),
         "img_size": json.dumps(img_size),
         "outputs": outputs,
-        "input": "images: float32 [B, 3, H, W] RGB in [0, 1], letterboxed (lightning_yolo.ops.image.letterbox)",
+        "input": "images: float32 [B, 3, H, W] RGB in [0, 1], letterboxed (lightning_yolo.data.image_io.letterbox)",
     }
     del model.metadata_props[:]
     for key, value in meta.items():

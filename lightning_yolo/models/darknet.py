@@ -49,6 +49,7 @@ import torch
 
 from .config import ModelCfg
 from .factory import get_model_cfg
+from .weights import LoadReport
 from .yolo import YOLOv4
 
 __all__ = [
@@ -796,8 +797,9 @@ class DarknetImport:
         model_name: the package variant (``yolov4_cspdarknet53`` or ``yolov4_tiny``).
         model_overrides: :class:`ModelCfg` fields that differ from the variant (anchors, scale_x_y, bn_eps, ...).
         num_classes: ``classes`` of the ``[yolo]`` sections.
-        module_hparams: :class:`~lightning_yolo.YOLOModule` arguments from ``[yolo]`` (``box_loss``,
-            ``iou_thresh``, ``ignore_thresh``, ``nms_kind``, ``label_smoothing``).
+        module_hparams: :class:`~lightning_yolo.YOLOModule` arguments from ``[yolo]``: ``loss`` (a
+            :class:`~lightning_yolo.training.config.LossCfg` dict: ``box_loss``, ``iou_thresh``, ``ignore_thresh``,
+            ``label_smoothing``) and ``nms_kind``.
         img_size: ``[net]`` ``(height, width)``.
         layout: the darknet layout (index -> state_dict mapping in ``layout.mapping()``).
         header: ``.weights`` version and seen images (``None`` without weights).
@@ -886,18 +888,19 @@ def model_cfg_from_darknet(sections: Sequence[Section]) -> tuple[str, ModelCfg, 
     model_cfg = base.replace(**overrides)
 
     first = yolos[0]
-    hparams: dict[str, Any] = {}
+    loss: dict[str, Any] = {}  # LossCfg fields
+    hparams: dict[str, Any] = {"loss": loss}
     not_mapped: list[str] = []
     if "iou_loss" in first.options:
         kind = first.get("iou_loss", "mse", str)
         if kind in _IOU_LOSSES:
-            hparams["box_loss"] = kind
+            loss["box_loss"] = kind
         else:
             not_mapped.append(f"[yolo] iou_loss={kind} (box losses here: {sorted(_IOU_LOSSES)})")
-    hparams["iou_thresh"] = first.get("iou_thresh", 1.0, float)
-    hparams["ignore_thresh"] = first.get("ignore_thresh", 0.5, float)
+    loss["iou_thresh"] = first.get("iou_thresh", 1.0, float)
+    loss["ignore_thresh"] = first.get("ignore_thresh", 0.5, float)
     if "label_smooth_eps" in first.options:
-        hparams["label_smoothing"] = first.get("label_smooth_eps", 0.0, float)
+        loss["label_smoothing"] = first.get("label_smooth_eps", 0.0, float)
     if "nms_kind" in first.options:
         kind = first.get("nms_kind", "default", str)
         if kind in _NMS_KINDS:
@@ -1032,14 +1035,12 @@ def init_from_darknet(model: YOLOv4, weights: str | os.PathLike, cfg: str | os.P
     weights were trained with.
 
     Returns:
-        A :class:`lightning_yolo.inference.checkpoint.LoadReport`.
+        A :class:`lightning_yolo.models.weights.LoadReport`.
 
     Raises:
         DarknetError: the cfg describes another architecture than ``model`` (e.g. yolov4-tiny weights into
             ``yolov4_cspdarknet53``) or does not map at all.
     """
-    from ..inference.checkpoint import LoadReport
-
     cfg_path = find_cfg(weights, cfg)
     imp = load_darknet(cfg_path, weights)
     target_layout = darknet_layout(model)

@@ -1,13 +1,25 @@
-"""The YOLOv4 detection loss: box (IoU / GIoU / DIoU / CIoU), objectness and class terms.
+"""The YOLOv4 detection loss: box (IoU / GIoU / DIoU / CIoU / MSE), objectness and class terms.
 
 Matching follows darknet's ``[yolo]`` layer (see :mod:`.assigner`): best anchor plus every anchor above
 ``iou_thresh``, and no objectness penalty for unassigned predictions that overlap a ground truth above
 ``ignore_thresh``. The reductions are means, so the loss does not grow with the batch size, the image size or
 the number of objects (darknet sums every delta and divides the learning rate by the batch instead):
 
-* ``box``: mean over assigned predictions of ``1 - IoU_kind(pred, target)`` (darknet ``iou_loss=ciou``).
+* ``box``: mean over assigned predictions of ``1 - IoU_kind(pred, target)`` (darknet ``iou_loss=ciou``), or with
+  ``box_loss="mse"`` of YOLOv3's coordinate loss (darknet ``iou_loss=mse``, the "MSE" row of the YOLOv4 paper's
+  box-loss ablation): the squared errors of the offsets ``(t_x, t_y, t_w, t_h)``, summed over the four, weighted
+  by ``2 - w * h`` (``w``, ``h`` of the ground truth relative to the input image, so small boxes count up to
+  twice). ``t_x, t_y`` are the decoded centre's offset in its cell (``sigmoid(raw) * s - (s - 1) / 2``, with the
+  grid-sensitivity ``s = scale_x_y``) against the ground truth's (``cx / stride - cell``); ``t_w, t_h`` the raw
+  outputs against ``log(w_gt / w_anchor)``, ``log(h_gt / h_anchor)``. darknet's gradient is ``scale * (target -
+  pred)``: this loss's, up to the factor 2. Its scale differs from ``1 - IoU`` (0 to 2), so ``box_weight``
+  tuned for the IoU losses may need retuning.
 * ``obj``: per level, binary cross-entropy averaged over the cells and anchors that are not ignored,
-  weighted per level by ``level_obj_weights`` and summed over levels.
+  weighted per level by ``level_obj_weights`` and summed over levels. With ``hard_negative_ratio = r > 0``
+  (online hard example mining, SSD: Liu et al. 2016) only the positives and, per image, the ``ceil(r * P)``
+  negatives with the largest objectness loss count, ``P`` being the image's assigned predictions over all
+  levels; the per-level means are then over those cells (an image without ground truth contributes no
+  negatives).
 * ``cls``: per assigned prediction, binary cross-entropy summed over the ``C`` classes (darknet computes one
   delta per class), averaged over assigned predictions; the per-logit signal does not shrink as ``C`` grows.
 
@@ -19,6 +31,7 @@ separate backwards of the terms).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +39,11 @@ from torch import nn
 
 from ..models.anchors import AnchorSet
 from ..ops.boxes import cxcywh_to_xyxy, decode_boxes_cxcywh, make_grid
-from ..ops.iou import IOU_KINDS, elementwise_box_iou
+from ..ops.iou import elementwise_box_iou
 from .assigner import _assign_flat, _pad_flat, concat_targets, ignore_mask
+from .config import BOX_LOSSES, LossCfg
 
-__all__ = ["YOLOLoss", "BOX_LOSSES"]
-
-#: ``box_loss`` choices (darknet ``iou_loss=``).
-BOX_LOSSES: tuple[str, ...] = IOU_KINDS
-
+__all__ = ["YOLOLoss", "BOX_LOSSES", "LossCfg"]
 
 
 #: YOLOv5's objectness ``balance`` by level stride (its 3-level (4.0, 1.0, 0.4) and 4-level extension).
@@ -60,34 +70,16 @@ class YOLOLoss(nn.Module):
         anchors: the model's :class:`~lightning_yolo.models.anchors.AnchorSet`; its anchors, strides and
             ``scale_x_y`` are copied into non-persistent buffers (they move with ``.to()`` and stay out of
             ``state_dict``, where the model already stores them).
-        box_loss: ``"ciou"`` (darknet yolov4.cfg ``iou_loss=ciou``), ``"diou"``, ``"giou"`` or ``"iou"``.
-        iou_thresh: extra anchors per ground truth above this shape IoU (darknet ``iou_thresh=0.213``).
-        ignore_thresh: unassigned predictions overlapping a ground truth above this IoU get no objectness
-            penalty (darknet ``ignore_thresh=0.7``).
-        label_smoothing: ``eps`` of class label smoothing; class targets become ``1 - eps/2`` and ``eps/2``
-            (darknet ``label_smooth_eps``: ``y * (1 - eps) + eps / 2``, i.e. the paper's ``y(1-eps) + eps/K`` with
-            ``K = 2`` outcomes per sigmoid class).
-        focal_gamma: focal-loss ``gamma`` on objectness (Lin et al. 2017); ``0`` is plain BCE (darknet default).
-        focal_alpha: focal-loss ``alpha`` (weight of positives) when ``focal_gamma > 0``; ``None`` disables it.
-        obj_iou_ratio: objectness target of an assigned prediction is ``(1 - r) + r * IoU(pred, gt).detach()``;
-            ``0`` gives darknet's target 1, ``1`` pure IoU-aware objectness (Scaled-YOLOv4 / YOLOv5 ``gr=1``).
-            The default 0.5 keeps positives' targets >= 0.5 while IoUs are still low early in training, and ranks
-            the better-fitting of the several anchors a ground truth gets (``iou_thresh``) first, so NMS keeps
-            it: overfitting one synthetic batch (``cls_weight=0.5``, AdamW 2e-3), the worst recovered box had IoU
-            0.54 / 0.84 / 0.82 (3 seeds) with ``r = 0``, 0.89 / 0.89 / 0.88 with ``r = 0.5`` and 0.88 / 0.88 / 0.90
-            with ``r = 1``.
-        box_weight: weight of ``box`` (darknet ``iou_normalizer=0.07`` for summed deltas; see the note below).
-        obj_weight: weight of ``obj`` (darknet ``obj_normalizer=1.0``).
-        cls_weight: weight of ``cls`` (darknet ``cls_normalizer=1.0`` on summed deltas; see the note below).
-        level_obj_weights: per level multipliers of the objectness term, finest first; ``None`` weighs the
-            levels equally. The default ``"stride"`` gives each level the weight of its stride in YOLOv5's
-            ``balance`` (stride 8: 4.0, 16: 1.0, 32: 0.4, 64: 0.1), so (4.0, 1.0, 0.4) for strides 8/16/32 and
-            (1.0, 0.4) for yolov4-tiny's 16/32; it offsets the mean over the many cells of the fine maps, where a
-            positive would otherwise weigh 16x less on stride 8 than on stride 32.
-        neighbour_cells: also assign the neighbouring cells that can reach the centre (see :mod:`.assigner`).
-        obj_ref_size: when set, each level's objectness mean is scaled by ``input area / obj_ref_size**2`` so a
-            positive cell weighs the same at every input size (YOLOv5's ``obj *= (imgsz / 640) ** 2``); ``None``: a
-            plain mean over cells.
+        cfg: the loss settings (:class:`~lightning_yolo.training.config.LossCfg`, one docstring per field);
+            ``None``: the defaults.
+        **overrides: fields of ``cfg`` to replace, e.g. ``YOLOLoss(4, model.anchors, box_loss="diou")``.
+
+    Notes on the defaults (measured): ``obj_iou_ratio=0.5`` keeps positives' targets >= 0.5 while IoUs are still
+    low early in training, and ranks the better-fitting of the several anchors a ground truth gets first, so NMS
+    keeps it: overfitting one synthetic batch (``cls_weight=0.5``, AdamW 2e-3), the worst recovered box had IoU
+    0.54 / 0.84 / 0.82 (3 seeds) with ``r = 0``, 0.89 / 0.89 / 0.88 with ``r = 0.5`` and 0.88 / 0.88 / 0.90 with
+    ``r = 1``. ``level_obj_weights="stride"`` offsets the mean over the many cells of the fine maps, where a
+    positive would otherwise weigh 16x less on stride 8 than on stride 32.
 
     Note on the weights: darknet sums every delta (``iou_normalizer=0.07`` per box, ``cls_normalizer=1.0`` per
     class logit, 1.0 per objectness cell) and divides the learning rate by the batch. With mean reductions the
@@ -112,43 +104,15 @@ class YOLOLoss(nn.Module):
     strides: torch.Tensor
     scale_x_y: torch.Tensor
 
-    def __init__(
-        self,
-        num_classes: int,
-        anchors: AnchorSet,
-        box_loss: str = "ciou",
-        iou_thresh: float = 0.213,
-        ignore_thresh: float = 0.7,
-        label_smoothing: float = 0.0,
-        focal_gamma: float = 0.0,
-        focal_alpha: float | None = 0.25,
-        obj_iou_ratio: float = 0.5,
-        box_weight: float = 0.05,
-        obj_weight: float = 1.0,
-        cls_weight: float = 0.02,
-        level_obj_weights: Sequence[float] | str | None = "stride",
-        neighbour_cells: bool = False,
-        obj_ref_size: float | None = None,
-    ) -> None:
+    def __init__(self, num_classes: int, anchors: AnchorSet, cfg: LossCfg | None = None, **overrides: Any) -> None:
         super().__init__()
+        cfg = LossCfg.from_dict(cfg).replace(**overrides)  # validates every field
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-        if box_loss not in BOX_LOSSES:
-            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
         if not isinstance(anchors, AnchorSet):
             raise TypeError(f"anchors must be an AnchorSet (model.anchors), got {type(anchors).__name__}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        if focal_gamma < 0:
-            raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma!r}")
-        if focal_alpha is not None and not 0.0 < focal_alpha < 1.0:
-            raise ValueError(f"focal_alpha must be in (0, 1) or None, got {focal_alpha!r}")
-        if not 0.0 <= obj_iou_ratio <= 1.0:
-            raise ValueError(f"obj_iou_ratio must be in [0, 1], got {obj_iou_ratio!r}")
-        for name, w in (("box_weight", box_weight), ("obj_weight", obj_weight), ("cls_weight", cls_weight)):
-            if w < 0:
-                raise ValueError(f"{name} must be >= 0, got {w!r}")
         num_levels = anchors.num_levels
+        level_obj_weights = cfg.level_obj_weights
         if level_obj_weights is None:
             level_obj_weights = (1.0,) * num_levels
         elif isinstance(level_obj_weights, str):
@@ -157,20 +121,22 @@ class YOLOLoss(nn.Module):
         if len(level_obj_weights) != num_levels:
             raise ValueError(f"level_obj_weights needs {num_levels} values (one per level), got {level_obj_weights}")
 
+        self.cfg = cfg
         self.num_classes = int(num_classes)
-        self.box_loss = box_loss
-        self.iou_thresh = float(iou_thresh)
-        self.ignore_thresh = float(ignore_thresh)
-        self.label_smoothing = float(label_smoothing)
-        self.focal_gamma = float(focal_gamma)
-        self.focal_alpha = focal_alpha
-        self.obj_iou_ratio = float(obj_iou_ratio)
-        self.box_weight = float(box_weight)
-        self.obj_weight = float(obj_weight)
-        self.cls_weight = float(cls_weight)
+        self.box_loss = cfg.box_loss
+        self.iou_thresh = float(cfg.iou_thresh)
+        self.ignore_thresh = float(cfg.ignore_thresh)
+        self.label_smoothing = float(cfg.label_smoothing)
+        self.focal_gamma = float(cfg.focal_gamma)
+        self.focal_alpha = cfg.focal_alpha
+        self.obj_iou_ratio = float(cfg.obj_iou_ratio)
+        self.box_weight = float(cfg.box_weight)
+        self.obj_weight = float(cfg.obj_weight)
+        self.cls_weight = float(cfg.cls_weight)
         self.level_obj_weights = level_obj_weights
-        self.neighbour_cells = bool(neighbour_cells)
-        self.obj_ref_size = None if obj_ref_size in (None, 0) else float(obj_ref_size)
+        self.neighbour_cells = bool(cfg.neighbour_cells)
+        self.obj_ref_size = None if cfg.obj_ref_size in (None, 0) else float(cfg.obj_ref_size)
+        self.hard_negative_ratio = float(cfg.hard_negative_ratio)
         self._level_strides = tuple(float(s) for s in anchors.strides.tolist())  # Python numbers: no device sync
         self.register_buffer("anchors", anchors.anchors.detach().clone().float(), persistent=False)
         self.register_buffer("strides", anchors.strides.detach().clone().float(), persistent=False)
@@ -189,7 +155,8 @@ class YOLOLoss(nn.Module):
             f"num_classes={self.num_classes}, box_loss={self.box_loss!r}, iou_thresh={self.iou_thresh}, "
             f"ignore_thresh={self.ignore_thresh}, label_smoothing={self.label_smoothing}, "
             f"focal_gamma={self.focal_gamma}, obj_iou_ratio={self.obj_iou_ratio}, box_weight={self.box_weight}, "
-            f"obj_weight={self.obj_weight}, cls_weight={self.cls_weight}, level_obj_weights={self.level_obj_weights}"
+            f"obj_weight={self.obj_weight}, cls_weight={self.cls_weight}, level_obj_weights={self.level_obj_weights}, "
+            f"hard_negative_ratio={self.hard_negative_ratio}"
         )
 
     def _check_maps(self, raw_maps: Sequence[torch.Tensor]) -> int:
@@ -221,6 +188,43 @@ class YOLOLoss(nn.Module):
             if self.focal_alpha is not None:
                 bce = bce * (target * self.focal_alpha + (1 - target) * (1 - self.focal_alpha))
         return bce
+
+    def _mse_box(
+        self,
+        raw: torch.Tensor,
+        grid: torch.Tensor,
+        anchor_wh: torch.Tensor,
+        scale_x_y: torch.Tensor,
+        target_xyxy: torch.Tensor,
+        stride: float,
+        image_hw: tuple[float, float],
+    ) -> torch.Tensor:
+        """YOLOv3's coordinate loss per assigned prediction (``[K]``); see the module docstring."""
+        xy = raw[:, :2].sigmoid() * scale_x_y - 0.5 * (scale_x_y - 1.0)
+        target_wh = (target_xyxy[:, 2:] - target_xyxy[:, :2]).clamp(min=1e-6)
+        target_xy = (target_xyxy[:, :2] + 0.5 * target_wh) / stride - grid
+        target_twh = (target_wh / anchor_wh).log()
+        err = (xy - target_xy).square().sum(1) + (raw[:, 2:4] - target_twh).square().sum(1)
+        return (2.0 - target_wh.prod(1) / (image_hw[0] * image_hw[1])) * err
+
+    def _hard_negatives(
+        self, obj_bce: list[torch.Tensor], keep: list[torch.Tensor], pos: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Per level ``keep`` masks holding the positives and each image's ``ceil(r * P)`` hardest negatives.
+
+        All levels of an image are ranked together by their (detached) objectness loss: one sort per batch.
+        """
+        batch = int(obj_bce[0].shape[0])
+        flat_keep = torch.cat([k.reshape(batch, -1) for k in keep], 1) > 0
+        flat_pos = torch.cat([p.reshape(batch, -1) for p in pos], 1)
+        negative = flat_keep & ~flat_pos
+        score = torch.cat([b.detach().reshape(batch, -1) for b in obj_bce], 1).masked_fill(~negative, -float("inf"))
+        order = score.sort(dim=1, descending=True, stable=True).indices
+        positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(1, order, positions)  # rank[i, j]: place of cell j in image i
+        quota = (flat_pos.sum(1, keepdim=True) * self.hard_negative_ratio).ceil()
+        chosen = (flat_pos | (negative & (rank < quota))).to(keep[0].dtype)
+        return [c.view_as(k) for c, k in zip(chosen.split([k[0].numel() for k in keep], 1), keep)]
 
     def forward(
         self, raw_maps: Sequence[torch.Tensor], targets: Sequence[Mapping[str, torch.Tensor]]
@@ -270,7 +274,8 @@ class YOLOLoss(nn.Module):
             gt_boxes, gt_valid = _pad_flat(flat, batch)
 
             pred_boxes, target_boxes, cls_logits, cls_labels = [], [], [], []
-            obj_terms = []
+            mse_terms: list[torch.Tensor] = []
+            obj_bces, obj_keeps, obj_pos = [], [], []
             for level, m in enumerate(maps):
                 height, width = sizes[level]
                 pred = m.view(batch, num_anchors, 5 + num_classes, height, width)
@@ -283,6 +288,14 @@ class YOLOLoss(nn.Module):
                 )
                 pred_boxes.append(cxcywh_to_xyxy(boxes_cxcywh))
                 target_boxes.append(assign.boxes_xyxy[at])
+                if self.box_loss == "mse":
+                    stride = self._level_strides[level]
+                    hw = (height * stride, width * stride)
+                    mse_terms.append(
+                        self._mse_box(
+                            assigned[:, :4], grid, anchors[level][a], scale_x_y[level], target_boxes[-1], stride, hw
+                        )
+                    )
                 cls_logits.append(assigned[:, 5:])
                 cls_labels.append(assign.labels[at])
 
@@ -308,17 +321,33 @@ class YOLOLoss(nn.Module):
                     obj_target[b, a, gy, gx] = positive
                     ignored[b, a, gy, gx] = False
                     keep = (~ignored).to(obj_logits.dtype)
-                obj_bce = self._obj_bce(obj_logits, obj_target)
+                    if self.hard_negative_ratio > 0:
+                        is_pos = torch.zeros_like(ignored)
+                        is_pos[b, a, gy, gx] = True
+                        obj_pos.append(is_pos)
+                obj_bces.append(self._obj_bce(obj_logits, obj_target))
+                obj_keeps.append(keep)
+
+            if self.hard_negative_ratio > 0:
+                with torch.no_grad():
+                    obj_keeps = self._hard_negatives(obj_bces, obj_keeps, obj_pos)
+            obj_terms = []
+            for level, (obj_bce, keep) in enumerate(zip(obj_bces, obj_keeps)):
                 obj_mean = (obj_bce * keep).sum() / keep.sum().clamp(min=1.0)
                 if self.obj_ref_size:
                     # a mean over the cells of this input size, as if over the cells of a ref_size x ref_size input:
                     # a positive weighs the same at every image size (YOLOv5 scales its gain by (imgsz / 640)^2)
+                    height, width = sizes[level]
                     obj_mean = obj_mean * (height * width * self._level_strides[level] ** 2 / self.obj_ref_size**2)
                 obj_terms.append(self.level_obj_weights[level] * obj_mean)
 
             pred_xyxy = torch.cat(pred_boxes)
             num_assigned = max(int(pred_xyxy.shape[0]), 1)
-            box = (1.0 - elementwise_box_iou(pred_xyxy, torch.cat(target_boxes), self.box_loss)).sum() / num_assigned
+            if self.box_loss == "mse":
+                box = torch.cat(mse_terms).sum() / num_assigned
+            else:
+                iou = elementwise_box_iou(pred_xyxy, torch.cat(target_boxes), self.box_loss)
+                box = (1.0 - iou).sum() / num_assigned
 
             logits = torch.cat(cls_logits)
             eps = self.label_smoothing

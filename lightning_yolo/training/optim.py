@@ -4,7 +4,9 @@
   and shift of normalisation layers or biases only limits what they can represent (Goyal et al. 2017,
   "Accurate, Large Minibatch SGD"; timm's ``param_groups_weight_decay``).
 * Warmup follows darknet's ``burn_in``: ``lr * (step / burn_in) ^ power`` with ``power=4``; cosine annealing
-  (Loshchilov & Hutter 2017, SGDR, one cycle) then falls to ``min_lr_ratio * lr`` at ``total_steps``.
+  (Loshchilov & Hutter 2017, SGDR, one cycle; the YOLOv4 paper's "cosine annealing scheduler") then falls to
+  ``min_lr_ratio * lr`` at ``total_steps``, or, with ``decay="steps"``, darknet's default ``policy=steps``
+  multiplies the rate by 0.1 at 80% and again at 90% of the run (yolov4.cfg: steps=400000,450000 of 500500).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["param_groups", "warmup_cosine_factor", "warmup_cosine_lambda", "WarmupCosineLR", "NORM_LAYERS"]
+__all__ = ["DECAYS", "param_groups", "warmup_cosine_factor", "warmup_cosine_lambda", "WarmupCosineLR", "NORM_LAYERS"]
 
 #: Layer types whose parameters never get weight decay (BatchNorm/SyncBatchNorm/InstanceNorm via ``_NormBase``).
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -67,8 +69,20 @@ def param_groups(model: nn.Module, weight_decay: float, trainable_only: bool = T
     return [g for g in groups if g["params"]]
 
 
+#: Decays after the warmup: the paper's cosine annealing, or darknet's step policy.
+DECAYS = ("cosine", "steps")
+
+#: darknet's step policy: (fraction of the run, multiplier from there on).
+STEP_DECAY = ((0.8, 0.1), (0.9, 0.01))
+
+
 def warmup_cosine_factor(
-    step: int, total_steps: int, warmup_steps: int, warmup_power: float = 4.0, min_lr_ratio: float = 0.01
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    warmup_power: float = 4.0,
+    min_lr_ratio: float = 0.01,
+    decay: str = "cosine",
 ) -> float:
     """Learning-rate multiplier at optimizer step ``step`` (0-based).
 
@@ -76,15 +90,27 @@ def warmup_cosine_factor(
       darknet counts the first update as batch 1, hence ``step + 1``), reaching 1 at the last warmup step.
     * then ``min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 at
       ``warmup_steps`` to 1 at ``total_steps``; ``min_lr_ratio`` after ``total_steps``.
+    * ``decay="steps"``: 1, then 0.1 from 80% and 0.01 from 90% of ``total_steps`` (darknet ``policy=steps``;
+      ``min_lr_ratio`` is not used).
     """
     if step < warmup_steps:
         return ((step + 1) / warmup_steps) ** warmup_power
+    if decay == "steps":
+        factor = 1.0
+        for fraction, multiplier in STEP_DECAY:
+            if step >= fraction * total_steps:
+                factor = multiplier
+        return factor
     span = max(total_steps - warmup_steps, 1)
     progress = min(max((step - warmup_steps) / span, 0.0), 1.0)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _check_schedule(total_steps: int, warmup_steps: int, warmup_power: float, min_lr_ratio: float) -> None:
+def _check_schedule(
+    total_steps: int, warmup_steps: int, warmup_power: float, min_lr_ratio: float, decay: str = "cosine"
+) -> None:
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
     if int(total_steps) < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps!r}")
     if int(warmup_steps) < 0:
@@ -137,7 +163,8 @@ class WarmupCosineLR(LRScheduler):
         total_steps: optimizer steps of the whole run.
         warmup_steps: warmup length in optimizer steps (darknet ``burn_in``).
         warmup_power: darknet ``power=4``.
-        min_lr_ratio: final learning rate as a fraction of the peak.
+        min_lr_ratio: final learning rate as a fraction of the peak (cosine).
+        decay: ``"cosine"`` or ``"steps"`` (darknet ``policy=steps``), see :func:`warmup_cosine_factor`.
         last_epoch: index of the last step taken (``-1``: a fresh start), as in every ``LRScheduler``.
     """
 
@@ -148,9 +175,11 @@ class WarmupCosineLR(LRScheduler):
         warmup_steps: int = 0,
         warmup_power: float = 4.0,
         min_lr_ratio: float = 0.01,
+        decay: str = "cosine",
         last_epoch: int = -1,
     ) -> None:
-        _check_schedule(total_steps, warmup_steps, warmup_power, min_lr_ratio)
+        _check_schedule(total_steps, warmup_steps, warmup_power, min_lr_ratio, decay)
+        self.decay = decay
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
         self.warmup_power = float(warmup_power)
@@ -160,7 +189,9 @@ class WarmupCosineLR(LRScheduler):
     def factor(self, step: int | None = None) -> float:
         """Multiplier of the peak rate at ``step`` (default: the current step)."""
         step = self.last_epoch if step is None else step
-        return warmup_cosine_factor(step, self.total_steps, self.warmup_steps, self.warmup_power, self.min_lr_ratio)
+        return warmup_cosine_factor(
+            step, self.total_steps, self.warmup_steps, self.warmup_power, self.min_lr_ratio, getattr(self, "decay", "cosine")
+        )
 
     def get_lr(self) -> list[float]:
         f = self.factor()
