@@ -19,6 +19,7 @@ from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
 from .ops.postprocess import DEFAULTS
+from .reporting.metrics import make_map_metric, pad_for_sync, per_image_targets
 from .reporting.report import EvalReport, build_report, count_instances
 from .training.config import LossCfg
 from .training.loss import YOLOLoss
@@ -149,8 +150,8 @@ class YOLOModule(pl.LightningModule):
 
             self.model = convert_cross_minibatch_norm(self.model)
         self.loss = self._make_loss()
-        self.val_map = self._make_metric(map_backend)
-        self.test_map = self._make_metric(map_backend)
+        self.val_map = make_map_metric(map_backend)
+        self.test_map = make_map_metric(map_backend)
         # anchors are network buffers: after any load_state_dict (resume, load_from_checkpoint) the loss and the
         # config follow them
         self.register_load_state_dict_post_hook(lambda module, incompatible: module._sync_anchors())
@@ -171,22 +172,6 @@ class YOLOModule(pl.LightningModule):
     # ------------------------------------------------------------------ construction helpers
     def _make_loss(self) -> YOLOLoss:
         return YOLOLoss(self.hparams.num_classes, self.model.anchors, LossCfg.from_dict(self.hparams.loss))
-
-    @staticmethod
-    def _make_metric(backend: str = "pycocotools") -> MeanAveragePrecision:
-        # COCO protocol through pycocotools; each image is counted once also under DDP because the
-        # DataModule's evaluation samplers never pad (see YOLODataModule). The thresholds are pycocotools' own
-        # float64 values: torchmetrics' defaults come from a float32 torch.linspace (0.3 -> 0.30000001), which
-        # shifts recall lookups that land exactly on a threshold and moves mAP by ~1e-3 against COCOeval.
-        return MeanAveragePrecision(
-            box_format="xyxy",
-            iou_type="bbox",
-            backend=backend,
-            iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
-            rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
-            # COCOeval's per-class precision array: the per-class table (lightning_yolo.reporting.report) at no extra cost
-            extended_summary=True,
-        )
 
     @property
     def class_names(self) -> list[str]:
@@ -313,7 +298,7 @@ class YOLOModule(pl.LightningModule):
             out.append(item)
         return out
 
-    def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> dict[str, Any]:
         images, targets = self._check_batch(batch)
         start = self._clock(images)
         raw = self.model(images)  # one forward serves the loss and the detections
@@ -339,7 +324,11 @@ class YOLOModule(pl.LightningModule):
         clock["inference"] += inference_done - start
         clock["post-process"] += self._clock(images) - post_start
         clock["images"] += bs
-        metric.update(detections, self._targets_original(targets))
+        targets_original = self._targets_original(targets)
+        metric.update(detections, targets_original)
+        # the step's output (``outputs`` of ``on_validation_batch_end``): what callbacks plot, without reading the
+        # metric's internal state
+        return {"detections": detections, "targets": targets_original}
 
     # ------------------------------------------------------------------ evaluation timing and report
     @staticmethod
@@ -381,7 +370,7 @@ class YOLOModule(pl.LightningModule):
 
     def _make_report(self, metric: MeanAveragePrecision, result: dict[str, Any], prefix: str) -> EvalReport:
         """Per-class table of this evaluation (counts summed over processes) and the time per image."""
-        images, instances = count_instances(metric.groundtruth_labels, metric.groundtruth_crowds, len(self.class_names))
+        images, instances = count_instances(*per_image_targets(metric), len(self.class_names))
         clock = self._eval_clock
         totals = torch.tensor([float(clock["images"]), *images.tolist(), *instances.tolist()], dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -399,30 +388,8 @@ class YOLOModule(pl.LightningModule):
             report.speed_ms["post-process"] = 1000 * clock["post-process"] / clock["images"]
         return report
 
-    def _pad_metric_for_sync(self, metric: MeanAveragePrecision) -> None:
-        """Give every process the same number of per-image entries before the metric syncs.
-
-        ``MeanAveragePrecision`` gathers its per-image lists element by element, so processes holding different
-        image counts (7 images on 2 processes) issue different collectives and crash or hang. Images with neither
-        ground truth nor detections change no COCO statistic, so the shorter lists are padded with such images.
-        """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        if torch.distributed.get_world_size() < 2:
-            return
-        count = torch.tensor([len(metric.groundtruth_labels)], device=self.device)
-        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
-        missing = int(count.item()) - len(metric.groundtruth_labels)
-        if missing > 0:
-            empty_boxes = torch.zeros(0, 4, device=self.device)
-            empty_labels = torch.zeros(0, dtype=torch.long, device=self.device)
-            preds = [{"boxes": empty_boxes, "scores": torch.zeros(0, device=self.device), "labels": empty_labels}]
-            target = [{"boxes": empty_boxes, "labels": empty_labels, "iscrowd": empty_labels}]
-            for _ in range(missing):
-                metric.update(preds, target)
-
     def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
-        self._pad_metric_for_sync(metric)
+        pad_for_sync(metric, self.device)  # DDP: equal per-image state lengths before compute() syncs
         result = metric.compute()
         try:
             #: the per-class table of the last validation / test (printed by the CLI, see lightning_yolo.reporting.report)
@@ -439,8 +406,10 @@ class YOLOModule(pl.LightningModule):
             self.log(key, value, prog_bar=key.endswith(("/map", "/map_50")), rank_zero_only=False)
         return scalars
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_map, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Updates the mAP metric; returns ``{"detections", "targets"}`` of the batch in original-image pixels
+        (the ``outputs`` that callbacks such as :class:`~lightning_yolo.callbacks.DetectionPlots` receive)."""
+        return self._eval_step(batch, self.val_map, "val")
 
     def on_validation_epoch_start(self) -> None:
         where = self._first_nonfinite_tensor()
@@ -453,8 +422,9 @@ class YOLOModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_map, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_map, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """As :meth:`validation_step`, on the test split."""
+        return self._eval_step(batch, self.test_map, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_map, "test")

@@ -169,3 +169,31 @@ def test_map_through_coco_reader_equals_cocoeval_on_the_json(tmp_path, monkeypat
     for key in MAP_KEYS:
         assert logged[f"val/{key}"] == pytest.approx(ref[key], abs=1e-4), key
     assert 0.1 < logged["val/map_50"] < 0.99
+
+
+def test_torchmetrics_state_layout_that_ddp_padding_relies_on():
+    """pad_for_sync counts images by the length of a per-image list state, read through the public metric_state;
+    a torchmetrics version that renames or stops gathering it per image fails here, not silently under DDP."""
+    from lightning_yolo.reporting.metrics import PER_IMAGE_STATE, make_map_metric, pad_for_sync, per_image_targets
+
+    metric = make_map_metric()
+    assert isinstance(metric.metric_state[PER_IMAGE_STATE], list)
+    assert metric._reductions[PER_IMAGE_STATE] is None  # gathered element by element: the reason for the padding
+    boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0]])
+    labels = torch.tensor([1])
+    for n in range(3):
+        metric.update(
+            [{"boxes": boxes, "scores": torch.tensor([0.9]), "labels": labels}],
+            [{"boxes": boxes, "labels": labels, "iscrowd": torch.tensor([n == 2])}],
+        )
+    gt_labels, crowds = per_image_targets(metric)
+    assert len(gt_labels) == len(crowds) == 3 and [bool(c[0]) for c in crowds] == [False, False, True]
+    before = metric.compute()["map"]
+    assert pad_for_sync(metric, "cpu") == 0  # no process group: nothing added
+    # the padding images (no boxes, no detections) leave every COCO statistic unchanged
+    empty = torch.zeros(0, 4)
+    no_labels = torch.zeros(0, dtype=torch.long)
+    metric.update([{"boxes": empty, "scores": torch.zeros(0), "labels": no_labels}],
+                  [{"boxes": empty, "labels": no_labels, "iscrowd": no_labels}])  # fmt: skip
+    assert len(per_image_targets(metric)[0]) == 4
+    assert float(metric.compute()["map"]) == pytest.approx(float(before))

@@ -11,7 +11,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from lightning_yolo import YOLOModule
+from lightning_yolo.reporting.metrics import make_map_metric, per_image_targets
 from lightning_yolo.reporting.report import build_report, count_instances, format_metric
 
 
@@ -58,10 +58,10 @@ def _cocoeval_per_class(preds, targets, category: int) -> tuple[float, float]:
 
 def test_per_class_table_equals_cocoeval_per_class():
     preds, targets = _case(0)
-    metric = YOLOModule._make_metric()
+    metric = make_map_metric()
     metric.update(preds, targets)
     result = metric.compute()
-    images, instances = count_instances(metric.groundtruth_labels, metric.groundtruth_crowds, 3)
+    images, instances = count_instances(*per_image_targets(metric), 3)
     report = build_report(result, images, instances, len(targets), ["a", "b", "c"])
     rows = {r.name: r for r in report.rows}
     assert list(rows) == ["all", "a", "b"]  # "c" has neither ground truth nor detections
@@ -85,10 +85,10 @@ def test_perfect_class_and_missing_values_print_as_dash():
     box = torch.tensor([[10.0, 10.0, 60.0, 50.0]])
     preds = [{"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}]
     targets = [{"boxes": torch.cat([box, box + 100]), "labels": torch.tensor([0, 1]), "iscrowd": torch.tensor([0, 0])}]
-    metric = YOLOModule._make_metric()
+    metric = make_map_metric()
     metric.update(preds, targets)
     result = metric.compute()
-    images, instances = count_instances(metric.groundtruth_labels, metric.groundtruth_crowds, 2)
+    images, instances = count_instances(*per_image_targets(metric), 2)
     report = build_report(result, images, instances, 1, ["a", "b"])
     rows = {r.name: r for r in report.rows}
     a = rows["a"]

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
 
-__all__ = ["PredictionWriter", "DetectionImageLogger", "DetectionPlots", "ResultsFiles"]
+__all__ = ["PredictionWriter", "DetectionImageLogger", "DetectionPlots", "EvalOutputs", "ResultsFiles"]
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        from ..ops.image import read_image
+        from ..data.image_io import decode_image
         from ..reporting.visualize import draw_detections, save_image
 
         names = list(getattr(pl_module, "class_names", []) or []) or None
@@ -207,7 +207,7 @@ class PredictionWriter(BasePredictionWriter):
                     }
                 )
             if self.save_images and path:
-                drawn = draw_detections(read_image(path), boxes, labels, scores, class_names=names)
+                drawn = draw_detections(decode_image(path), boxes, labels, scores, class_names=names)
                 save_image(drawn, self._resolved_dir(trainer) / "images" / self._image_file_name(path, image_id))
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -354,12 +354,44 @@ class DetectionImageLogger(pl.Callback):
         self._emit(trainer, "val/predictions", _grid(drawn))
 
 
+class EvalOutputs:
+    """Detections and targets of one evaluation epoch, gathered from the module's step outputs.
+
+    ``YOLOModule.validation_step`` / ``test_step`` return ``{"detections": [...], "targets": [...]}`` in
+    original-image pixels; Lightning hands that to every callback's ``on_validation_batch_end`` as ``outputs``. The
+    plotting callbacks keep their own copy (on the CPU) instead of reading the mAP metric's internal state, so they
+    neither depend on torchmetrics' attribute names nor on running before the module resets the metric.
+    """
+
+    def __init__(self) -> None:
+        self.preds: list[dict[str, torch.Tensor]] = []
+        self.targets: list[dict[str, torch.Tensor]] = []
+
+    def reset(self) -> None:
+        self.preds, self.targets = [], []
+
+    def add(self, outputs: Any) -> bool:
+        """Append a step's ``outputs``; ``False`` when they are not the module's ``{"detections", "targets"}``."""
+        if not isinstance(outputs, dict) or "detections" not in outputs or "targets" not in outputs:
+            return False
+        for det in outputs["detections"]:
+            self.preds.append({k: det[k].detach().cpu() for k in ("boxes", "scores", "labels")})
+        for tgt in outputs["targets"]:
+            crowd = tgt.get("iscrowd", torch.zeros(len(tgt["labels"]), dtype=torch.bool))
+            self.targets.append(
+                {"boxes": tgt["boxes"].detach().cpu(), "labels": tgt["labels"].detach().cpu(), "iscrowd": crowd.cpu()}
+            )
+        return True
+
+    def __len__(self) -> int:
+        return len(self.preds)
+
+
 class DetectionPlots(pl.Callback):
     """After validation (and test): a detection confusion matrix and per-class precision-recall curves.
 
-    Reads the detections and ground truth that the module's mAP metric collected during the epoch (no second
-    inference pass): callbacks' ``on_validation_epoch_end`` runs before the module's, which computes and resets the
-    metric. Results stay on the callback (:attr:`confusion`, :attr:`curves`, :attr:`figures`), go to TensorBoard
+    Gathers the detections and ground truth that the module's evaluation steps return (:class:`EvalOutputs`; no
+    second inference pass). Results stay on the callback (:attr:`confusion`, :attr:`curves`, :attr:`figures`), go to TensorBoard
     (``add_figure``: ``val/confusion_matrix``, ``val/pr_curves``) and, with ``save_dir``, to PNG files. Under DDP
     each process sees its own share of the images; process 0's share is plotted.
 
@@ -393,34 +425,38 @@ class DetectionPlots(pl.Callback):
         self.confusion: torch.Tensor | None = None
         self.curves: dict[str, torch.Tensor] | None = None
         self.figures: dict[str, Any] = {}
+        self.outputs = EvalOutputs()
 
-    @staticmethod
-    def collected(metric: Any) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
-        """Detections and targets held by a torchmetrics ``MeanAveragePrecision`` (boxes back to xyxy)."""
-        from torchvision.ops import box_convert
+    def _plotting(self, trainer: pl.Trainer) -> bool:
+        return not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
-        def xyxy(b: torch.Tensor) -> torch.Tensor:  # the metric stores boxes as xywh for pycocotools
-            return box_convert(b.reshape(-1, 4).float(), "xywh", "xyxy")
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.outputs.reset()
 
-        preds = [
-            {"boxes": xyxy(b), "scores": s, "labels": lab}
-            for b, s, lab in zip(metric.detection_box, metric.detection_scores, metric.detection_labels, strict=True)
-        ]
-        targets = [
-            {"boxes": xyxy(b), "labels": lab, "iscrowd": c}
-            for b, lab, c in zip(
-                metric.groundtruth_box, metric.groundtruth_labels, metric.groundtruth_crowds, strict=True
-            )
-        ]
-        return preds, targets
+    on_test_epoch_start = on_validation_epoch_start
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, stage: str) -> None:
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if self._plotting(trainer):
+            self.outputs.add(outputs)
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        self.outputs.add(outputs)
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         from ..reporting import plots
 
-        if metric is None or not hasattr(metric, "detection_box"):
-            rank_zero_warn(f"DetectionPlots: the module has no {stage} MeanAveragePrecision; nothing plotted")
+        if not len(self.outputs):
+            rank_zero_warn(
+                f"DetectionPlots: the module's {stage} steps returned no {{'detections', 'targets'}}; nothing plotted"
+            )
             return
-        preds, targets = self.collected(metric)
+        preds, targets = self.outputs.preds, self.outputs.targets
         num_classes = int(pl_module.hparams.num_classes)
         names = list(getattr(pl_module, "class_names", []) or []) or None
         epoch = trainer.current_epoch
@@ -444,12 +480,11 @@ class DetectionPlots(pl.Callback):
                 fig.savefig(self.save_dir / f"{stage}_{name}_epoch{epoch}.png", dpi=100)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        self._run(trainer, pl_module, getattr(pl_module, "val_map", None), "val")
+        if self._plotting(trainer):
+            self._run(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._run(trainer, pl_module, getattr(pl_module, "test_map", None), "test")
+        self._run(trainer, pl_module, "test")
 
 
 
@@ -491,6 +526,7 @@ class ResultsFiles(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self._val_epoch: int | None = None
         self._train_drawn = False
+        self.outputs = EvalOutputs()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # trainer.log_dir broadcasts from process 0 under DDP: resolve it here, where every process takes part, never
@@ -654,24 +690,27 @@ class ResultsFiles(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        if self.pictures and batch_idx == 0 and trainer.is_global_zero and self._final_evaluation(trainer):
-            self._eval_batch(trainer, pl_module, batch, "val")
+        if self.pictures and self._final_evaluation(trainer):
+            self.outputs.add(outputs)
+            if batch_idx == 0 and trainer.is_global_zero:
+                self._eval_batch(trainer, pl_module, batch, "val")
 
     def on_test_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        if self.pictures and batch_idx == 0 and trainer.is_global_zero:
-            self._eval_batch(trainer, pl_module, batch, "test")
+        if self.pictures:
+            self.outputs.add(outputs)
+            if batch_idx == 0 and trainer.is_global_zero:
+                self._eval_batch(trainer, pl_module, batch, "test")
 
-    def _curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metric: Any, prefix: str) -> None:
-        # runs before the module's epoch end, which computes and resets the metric: its states hold the epoch.
-        # Under DDP process 0 plots its share (precision_recall_curves does not sync across processes).
+    def _curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
+        # from the evaluation steps' outputs (EvalOutputs); under DDP process 0 plots its share
         from ..reporting import plots
 
-        if metric is None or not hasattr(metric, "detection_box") or not trainer.is_global_zero:
+        if not len(self.outputs) or not trainer.is_global_zero:
             return
-        preds, targets = DetectionPlots.collected(metric)
+        preds, targets = self.outputs.preds, self.outputs.targets
         num_classes = int(pl_module.hparams.num_classes)
         names = list(getattr(pl_module, "class_names", []) or []) or None
         matrix = plots.confusion_matrix(preds, targets, num_classes, 0.5, self.score_thresh)
@@ -683,8 +722,13 @@ class ResultsFiles(pl.Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pictures and self._final_evaluation(trainer):
-            self._curves(trainer, pl_module, getattr(pl_module, "val_map", None), "val")
+            self._curves(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.pictures:
-            self._curves(trainer, pl_module, getattr(pl_module, "test_map", None), "test")
+            self._curves(trainer, pl_module, "test")
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.outputs.reset()
+
+    on_test_epoch_start = on_validation_epoch_start
