@@ -1,0 +1,412 @@
+"""``lightning-yolo ablate``: the base config and each variant, K seeds each, under one budget; a table with
+95% confidence intervals of the difference to the base, paired by seed.
+
+::
+
+    lightning-yolo ablate --config BASE.yaml --switch mosaic=0 --switch box_loss=iou --switch "sat=0.5,sam=true" \\
+        --seeds 3 --budget 10ep [--study DIR] [--workers N] [--worker i/n] [-- extra fit flags]
+
+* ``--switch`` (repeatable): one variant each; ``NAME[=VALUE]`` with a registered switch
+  (:data:`~lightning_yolo.study.switches.SWITCHES`) or a dotted config path, several joined by ``,`` for one
+  variant with all of them (see :mod:`lightning_yolo.study.switches`).
+* ``--seeds K`` trains seeds ``0 .. K-1`` (or ``--seed_list 0,7,42``) of the base and of every variant.
+* ``--budget``: ``10ep`` / ``10`` epochs, or ``90s`` / ``5m`` / ``DD:HH:MM:SS`` of training time per run.
+* flags after ``--`` go to every ``fit`` (``-- --trainer.limit_train_batches 10 --data.path /data/x``).
+
+Writes ``<study>/ablation.md``, ``ablation.csv`` and ``ablation.png`` (the difference in mAP to the base with its
+interval) after every finished run; ``--report`` only rebuilds them. The study folder, resuming and sharing one
+study between several processes / machines / GPUs are described in :mod:`lightning_yolo.study.runner`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runner import (
+    RunResult,
+    RunSpec,
+    budget_args,
+    collect_results,
+    load_yaml,
+    my_share,
+    parse_budget,
+    parse_worker,
+    print_config,
+    read_result,
+    resolve_config,
+    run_all,
+    write_json,
+)
+from .stats import PairedDiff, mean_std, paired_difference
+from .switches import SWITCHES, apply_changes, needs_defaults, parse_switch, resolve_changes, variant_name
+
+__all__ = ["ablate_main", "Variant", "plan_variants", "ablation_rows", "write_report", "TABLE_COLUMNS"]
+
+BASE = "base"
+
+#: Columns of ``ablation.csv``.
+TABLE_COLUMNS = (
+    "variant",
+    "switches",
+    "seeds_done",
+    "map_mean",
+    "map_std",
+    "map50_mean",
+    "map50_std",
+    "train_s_mean",
+    "epochs_mean",
+    "d_map",
+    "d_map_low",
+    "d_map_high",
+    "d_map50",
+    "d_map50_low",
+    "d_map50_high",
+    "significant",
+)
+
+
+@dataclass
+class Variant:
+    """A config of the study: ``base`` or the base with ``changes`` (``{dotted path: value}``)."""
+
+    name: str
+    switches: str
+    changes: dict[str, Any]
+
+
+def plan_variants(
+    base: dict[str, Any], switches: Sequence[str], defaults_of: Any = None
+) -> tuple[list[Variant], dict[str, dict[str, Any]]]:
+    """The base and one variant per ``--switch`` -> (variants, config of each variant by name).
+
+    ``defaults_of``: a callable returning the full config (``fit --print_config``), called only when a switch
+    without ``=VALUE`` flips a path the base YAML does not set.
+    """
+    variants = [Variant(BASE, "", {})]
+    configs = {BASE: base}
+    defaults = None
+    for text in switches:
+        parsed = parse_switch(text)
+        if defaults is None and defaults_of is not None and needs_defaults(parsed, base):
+            defaults = defaults_of()
+        changes = resolve_changes(parsed, base, defaults)
+        name = variant_name(changes)
+        if name in configs:
+            raise ValueError(f"--switch {text}: variant {name!r} given twice (or it is the base)")
+        labels = list(dict.fromkeys(c.label for c in changes))
+        variants.append(Variant(name, ", ".join(labels), {c.path: c.value for c in changes}))
+        configs[name] = apply_changes(base, changes)
+    return variants, configs
+
+
+def run_id(variant: str, seed: int) -> str:
+    """The run folder of a variant's seed."""
+    return f"{variant}__seed{seed}"
+
+
+# ----------------------------------------------------------------------------------------------------------- table
+
+
+def ablation_rows(variants: Sequence[Variant], results: dict[str, RunResult]) -> list[dict[str, Any]]:
+    """One row per variant (``TABLE_COLUMNS``) from the finished runs; differences paired by seed with the base."""
+    by_variant: dict[str, dict[int, RunResult]] = {v.name: {} for v in variants}
+    for result in results.values():
+        name = result.info.get("variant")
+        if name in by_variant:
+            by_variant[name][result.seed] = result
+    base = by_variant.get(BASE, {})
+    rows = []
+    for v in variants:
+        runs = by_variant[v.name]
+        maps = [r.map for r in runs.values()]
+        maps50 = [r.map_50 for r in runs.values()]
+        map_mean, map_std = mean_std(maps)
+        map50_mean, map50_std = mean_std(maps50)
+        row: dict[str, Any] = {
+            "variant": v.name,
+            "switches": v.switches,
+            "seeds_done": len(runs),
+            "map_mean": map_mean,
+            "map_std": map_std,
+            "map50_mean": map50_mean,
+            "map50_std": map50_std,
+            "train_s_mean": mean_std([r.train_s for r in runs.values()])[0],
+            "epochs_mean": mean_std([float(r.epochs) for r in runs.values()])[0],
+        }
+        if v.name == BASE:
+            row.update({k: math.nan for k in TABLE_COLUMNS[9:15]}, significant="")
+        else:
+            d = paired_difference({s: r.map for s, r in base.items()}, {s: r.map for s, r in runs.items()})
+            d50 = paired_difference({s: r.map_50 for s, r in base.items()}, {s: r.map_50 for s, r in runs.items()})
+            row.update(
+                d_map=d.mean,
+                d_map_low=d.low,
+                d_map_high=d.high,
+                d_map50=d50.mean,
+                d_map50_low=d50.low,
+                d_map50_high=d50.high,
+                significant=_significance(d),
+            )
+        rows.append(row)
+    return rows
+
+
+def _significance(d: PairedDiff) -> str:
+    if d.n == 0:
+        return ""
+    return "n/a" if d.significant is None else ("yes" if d.significant else "no")
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pm(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.4f}" if not math.isfinite(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _delta(mean: float, low: float, high: float) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    text = f"{mean:+.4f}"
+    return f"{text} [{low:+.4f}, {high:+.4f}]" if math.isfinite(low) else f"{text} [n/a]"
+
+
+def write_report(study_dir: Path, rows: Sequence[dict[str, Any]], header: str = "") -> list[Path]:
+    """Write ``ablation.csv``, ``ablation.md`` and ``ablation.png``; returns the files written."""
+    csv_path, md_path = study_dir / "ablation.csv", study_dir / "ablation.md"
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(TABLE_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _num(row[k], 6) for k in TABLE_COLUMNS})
+    lines = [
+        "# Ablation",
+        "",
+        header,
+        "",
+        "| variant | switches | seeds | mAP | mAP50 | train s | Δ mAP [95% CI] | Δ mAP50 [95% CI] | significant |",
+        "|---|---|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in rows:
+        is_base = r["variant"] == BASE
+        lines.append(
+            f"| {r['variant']} | {r['switches'] or '(base config)'} | {r['seeds_done']} | "
+            f"{_pm(r['map_mean'], r['map_std'])} | {_pm(r['map50_mean'], r['map50_std'])} | "
+            f"{_num(r['train_s_mean'], 0) or '-'} | "
+            f"{'' if is_base else _delta(r['d_map'], r['d_map_low'], r['d_map_high'])} | "
+            f"{'' if is_base else _delta(r['d_map50'], r['d_map50_low'], r['d_map50_high'])} | {r['significant']} |"
+        )
+    lines += [
+        "",
+        "mAP is COCO mAP50-95 on the validation split at the end of each run (mean ± sample std over seeds). Δ is "
+        "variant minus base paired by seed, with a Student-t 95% confidence interval over the paired seeds "
+        "(n/a with one seed); significant: the interval excludes 0.",
+        "",
+    ]
+    md_path.write_text("\n".join(line for line in lines if line is not None), encoding="utf-8")
+    written = [csv_path, md_path]
+    png = plot_ablation(study_dir / "ablation.png", rows)
+    if png is not None:
+        written.append(png)
+    return written
+
+
+def plot_ablation(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
+    """Bar chart of Δ mAP per variant with its confidence interval as error bars (``None`` without matplotlib)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return None
+    variants = [r for r in rows if r["variant"] != BASE]
+    fig = Figure(figsize=(max(5.0, 0.9 * len(variants) + 2.5), 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    names = [r["variant"] for r in variants]
+    means = [r["d_map"] if math.isfinite(r["d_map"]) else 0.0 for r in variants]
+    lower = [m - r["d_map_low"] if math.isfinite(r["d_map_low"]) else 0.0 for m, r in zip(means, variants)]
+    upper = [r["d_map_high"] - m if math.isfinite(r["d_map_high"]) else 0.0 for m, r in zip(means, variants)]
+    colors = ["tab:green" if m >= 0 else "tab:red" for m in means]
+    x = list(range(len(variants)))
+    ax.bar(x, means, color=colors, alpha=0.8, yerr=[lower, upper], capsize=4, ecolor="black")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("Δ mAP50-95 vs base")
+    base = next((r for r in rows if r["variant"] == BASE), None)
+    title = "ablation: variant - base, 95% CI paired by seed"
+    if base is not None and math.isfinite(base["map_mean"]):
+        title += f" (base mAP {base['map_mean']:.3f}, {base['seeds_done']} seeds)"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------- command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ablate`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="lightning-yolo ablate",
+        description="Train the base config and each variant (one --switch each) for K seeds under one budget; write "
+        "<study>/ablation.md / .csv / .png: mAP, mAP50, time and the difference to the base with a 95%% confidence "
+        "interval paired by seed. Re-running resumes; several processes can share one --study folder.",
+        epilog="switches: " + ", ".join(SWITCHES) + ". Flags after -- go to every fit (-- --data.path /data/x).",
+    )
+    parser.add_argument("--config", "-c", help="the base config (a file, or a shipped name: debug, demo, ...)")
+    parser.add_argument(
+        "--switch",
+        action="append",
+        default=[],
+        help="a variant: NAME[=VALUE] (a registered switch or a dotted config path, VALUE in YAML); NAME alone flips "
+        "a registered on/off switch; 'a=1,b=2': one variant with both changes. Repeat for more variants",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. K-1 per variant (default 3)")
+    parser.add_argument("--seed_list", default=None, help="explicit seeds instead, e.g. 0,7,42")
+    parser.add_argument("--budget", default=None, help="per run: epochs (10ep, 10) or time (90s, 5m, DD:HH:MM:SS)")
+    parser.add_argument("--study", default=None, help="the study folder (default runs/ablate/<config name>)")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once by this process (default 1)")
+    parser.add_argument("--worker", default=None, help="i/n: train only share i of n (several processes, one study)")
+    parser.add_argument("--lock_timeout", type=float, default=600.0, help="seconds after which a lock is stale")
+    parser.add_argument("--report", action="store_true", help="only rebuild the tables from the finished runs")
+    parser.add_argument("--dry_run", action="store_true", help="print the runs and their fit commands, train nothing")
+    return parser
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    if args.seed_list:
+        seeds = [int(s) for s in str(args.seed_list).replace(" ", "").split(",") if s]
+    else:
+        if args.seeds < 1:
+            raise ValueError("--seeds: at least 1")
+        seeds = list(range(args.seeds))
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"--seed_list {args.seed_list}: distinct seeds, at least one")
+    return seeds
+
+
+def ablate_main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``lightning-yolo ablate``."""
+    from ..commands.args import parse_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1 :]
+    args = parse_args(build_parser(), argv)
+    study_dir = Path(args.study) if args.study else None
+
+    if args.report:
+        if study_dir is None:
+            raise ValueError("ablate --report: give --study DIR")
+        info = _read_study(study_dir)
+        variants = [Variant(**v) for v in info.get("variants", [])] or _variants_from_results(study_dir)
+        paths = write_report(study_dir, ablation_rows(variants, collect_results(study_dir / "runs")), _header(info))
+        print(f"[lightning-yolo ablate] {', '.join(str(p) for p in paths)}")
+        return
+
+    if not args.config:
+        raise ValueError("ablate: --config BASE.yaml is required (or --report --study DIR)")
+    if not args.budget:
+        raise ValueError("ablate: --budget is required (10ep, 90s, 5m, DD:HH:MM:SS): every run gets the same budget")
+    parse_budget(args.budget)  # errors before any training
+    config_path = resolve_config(args.config)
+    if study_dir is None:
+        study_dir = Path("runs") / "ablate" / config_path.stem
+    seeds = _seeds(args)
+    worker = parse_worker(args.worker)
+    base = load_yaml(config_path)
+    variants, configs = plan_variants(base, args.switch, defaults_of=lambda: print_config(config_path))
+    fit_extra = [*budget_args(args.budget), *extra]
+    info = {
+        "kind": "ablate",
+        "config": str(config_path),
+        "switches": list(args.switch),
+        "seeds": seeds,
+        "budget": args.budget,
+        "fit_extra": fit_extra,
+        "variants": [v.__dict__ for v in variants],
+        "command": _command_line("ablate", argv, extra),
+    }
+    specs = [
+        RunSpec(
+            run_id(v.name, seed),
+            configs[v.name],
+            seed,
+            {"variant": v.name, "switches": v.switches, "changes": v.changes},
+        )
+        for seed in seeds  # seed-major: an interrupted study has every variant at its first seeds
+        for v in variants
+    ]
+    mine = my_share(specs, worker)
+    if args.dry_run:
+        for spec in mine:
+            state = "done" if read_result(study_dir / "runs" / spec.run_id) is not None else "pending"
+            print(f"{spec.run_id}  [{state}]  fit --seed_everything {spec.seed} {' '.join(fit_extra)}  "
+                  f"changes: {spec.info['changes'] or '-'}")  # fmt: skip
+        return
+    study_dir.mkdir(parents=True, exist_ok=True)
+    write_json(study_dir / "study.json", info)
+    print(
+        f"[lightning-yolo ablate] {len(variants)} configs x {len(seeds)} seeds = {len(specs)} runs "
+        f"({len(mine)} for this worker) in {study_dir}"
+    )
+
+    def report(_: RunResult | None = None) -> None:
+        write_report(study_dir, ablation_rows(variants, collect_results(study_dir / "runs")), _header(info))
+
+    run_all(mine, study_dir, fit_extra, workers=args.workers, lock_timeout=args.lock_timeout, on_done=report)
+    report()
+    missing = [s.run_id for s in specs if read_result(study_dir / "runs" / s.run_id) is None]
+    print((study_dir / "ablation.md").read_text(encoding="utf-8"))
+    if missing:
+        print(f"[lightning-yolo ablate] {len(missing)} runs not finished yet: {', '.join(missing[:8])}"
+              f"{' ...' if len(missing) > 8 else ''}; run the same command again to continue")  # fmt: skip
+    print(f"[lightning-yolo ablate] results saved to {study_dir}")
+
+
+def _command_line(command: str, argv: Sequence[str], extra: Sequence[str]) -> str:
+    """The command as typed (for the study's record and the table's header)."""
+    words = [*argv, *(["--", *extra] if extra else [])]
+    return f"lightning-yolo {command} " + " ".join(shlex.quote(w) for w in words)
+
+
+def _read_study(study_dir: Path) -> dict[str, Any]:
+    path = study_dir / "study.json"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _variants_from_results(study_dir: Path) -> list[Variant]:
+    seen: dict[str, Variant] = {BASE: Variant(BASE, "", {})}
+    for result in collect_results(study_dir / "runs").values():
+        name = str(result.info.get("variant", ""))
+        if name and name not in seen:
+            seen[name] = Variant(name, str(result.info.get("switches", "")), dict(result.info.get("changes") or {}))
+    return list(seen.values())
+
+
+def _header(info: dict[str, Any]) -> str:
+    if not info:
+        return ""
+    return (
+        f"Base config `{info.get('config')}`, seeds {info.get('seeds')}, budget {info.get('budget')} per run.\n\n"
+        f"Command: `{info.get('command')}`"
+    )
