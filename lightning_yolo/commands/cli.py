@@ -142,14 +142,6 @@ class YOLOCLI(LightningCLI):
         for key, value in typed.items():
             self.config[f"{sub}.model.{key}"] = value
 
-    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        # remember which subcommand's parser add_arguments_to_parser is building (LightningCLI does not pass it)
-        self._building_subcommand = subcommand
-        try:
-            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        finally:
-            self._building_subcommand = None
-
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--torch_threads",
@@ -159,7 +151,9 @@ class YOLOCLI(LightningCLI):
             "plus one DataLoader worker avoids oversubscribing the cores: the demo's tiny model trains ~5x faster "
             "with 1 thread than with 2 when anything else runs.",
         )
-        sub = getattr(self, "_building_subcommand", None)
+        # which subcommand's parser this is: build_cli names each one "lightning-yolo <subcommand>" through
+        # LightningCLI's per-subcommand parser_kwargs (LightningCLI does not pass the subcommand here)
+        sub = _subcommand_of(parser)
         parser.add_argument(
             "--name",
             type=Optional[str],
@@ -184,7 +178,7 @@ class YOLOCLI(LightningCLI):
                 "PR curves) next to results.csv / results.png in the run folder (ResultsFiles); false: only the "
                 "results files",
             )
-        if getattr(self, "_building_subcommand", None) == "predict":
+        if sub == "predict":
             # predict: the classes are the checkpoint's (LightningCLI reads the model's hyperparameters from
             # --ckpt_path), whatever dataset data.path names; --writer.* configures the results writer
             parser.add_lightning_class_args(PredictionWriter, "writer")
@@ -401,20 +395,34 @@ def _plan_by_time(trainer: Any) -> None:
         trainer.callbacks.insert(0, TimeBudget())
 
 
+#: The command's name (the subcommand parsers are named ``lightning-yolo fit`` and so on).
+PROG = "lightning-yolo"
+
+
+def _subcommand_of(parser: Any) -> str | None:
+    """The subcommand of a parser built by :func:`build_cli` (``None`` for any other parser)."""
+    prog = str(getattr(parser, "prog", "") or "")
+    first, _, sub = prog.partition(" ")
+    return sub if first == PROG and sub in DEMO_COMMANDS else None
+
+
 def build_cli(args: list[str] | None = None, run: bool = True, parser_kwargs: dict | None = None) -> YOLOCLI:
     """Create the CLI (``run=False`` instantiates classes without running a subcommand; used in tests)."""
+    kwargs: dict[str, Any] = {sub: {"prog": f"{PROG} {sub}"} for sub in DEMO_COMMANDS}
+    for key, value in (parser_kwargs or {}).items():
+        kwargs[key] = {**kwargs[key], **value} if key in DEMO_COMMANDS else value
     return YOLOCLI(
         YOLOModule,
         YOLODataModule,
-        parser_kwargs=parser_kwargs,
+        parser_kwargs=kwargs,
         save_config_kwargs={"overwrite": True},
         parser_class=SuggestingArgumentParser,
         args=args,
         run=run,
         seed_everything_default=0,
-        # one documented way to set the optimizer: --model.optimizer_name / --model.lr (or --model.optimizer, which
-        # keeps the parameter groups and the schedule). LightningCLI's top-level --optimizer / --lr_scheduler would
-        # replace configure_optimizers and silently drop warmup, cosine and the no-decay groups.
+        # one documented way to set the optimizer: --model.optimizer_name / --model.lr. LightningCLI's top-level
+        # --optimizer / --lr_scheduler would replace configure_optimizers and silently drop warmup, cosine and the
+        # no-decay groups.
         auto_configure_optimizers=False,
     )
 
