@@ -127,7 +127,7 @@ def check_config_files(argv: Sequence[str]) -> None:
             raise ValueError(f"{path}: not a valid YAML config ({type(err).__name__}: {err})") from err
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments?:\s*(.*)", re.I | re.S)
-_UNKNOWN_KEY = re.compile(r"does not accept (?:nested )?(?:option|key)s? '([\w.-]+)'", re.I)
+_UNKNOWN_KEY = re.compile(r"(?:Group '([\w.-]+)' )?does not accept (?:nested )?(?:option|key)s? '([\w.-]+)'", re.I)
 
 
 def suggest_options(message: str, valid: Sequence[str]) -> str:
@@ -135,13 +135,19 @@ def suggest_options(message: str, valid: Sequence[str]) -> str:
     match = _UNRECOGNIZED.search(message)
     if match:
         tokens = match.group(1).split()
-    else:  # a key of a config file: "Subcommand 'fit' does not accept option 'model.lrr'"
-        tokens = [f"--{key}" for key in _UNKNOWN_KEY.findall(message)]
+    else:  # a key of a config file: "Subcommand 'fit' does not accept option 'model.lrr'", "Group 'data' does ..."
+        tokens = [f"--{group}.{key}" if group else f"--{key}" for group, key in _UNKNOWN_KEY.findall(message)]
     hints = []
     for token in tokens:
         if not token.startswith("--"):
             continue
         name = token.split("=", 1)[0]
+        if "." in name:  # a key moved into a nested group: --data.mosaic_prob -> --data.augment.mosaic_prob
+            section, tail = name.rsplit(".", 1)
+            moved = [v for v in valid if v.startswith(section + ".") and v.endswith("." + tail) and v != name]
+            if moved:
+                hints.append(f"{name} is now {' or '.join(moved[:3])}")
+                continue
         same_depth = [v for v in valid if v.count(".") == name.count(".")]  # --model.lrr: not --model
         close = difflib.get_close_matches(name, same_depth, n=3, cutoff=0.75)
         if not close and "." in name:  # a misspelt section: compare the last part within all sections

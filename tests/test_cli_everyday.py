@@ -136,7 +136,7 @@ def test_short_fit_validates_at_the_end_and_says_close_mosaic_covers_it(tmp_path
         cli = build_cli(["fit", "--config", DEBUG, "--trainer.default_root_dir", str(tmp_path),
                          "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "6",
                          "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-                         "--data.close_mosaic_epochs", "4", "--plots", "false"])  # fmt: skip
+                         "--data.augment.close_mosaic_epochs", "4", "--plots", "false"])  # fmt: skip
     assert "val/map_50" in cli.trainer.callback_metrics
     best = next(cb for cb in cli.trainer.callbacks if type(cb) is ModelCheckpoint).best_model_path
     assert best.endswith("best.ckpt") and Path(best).is_file()

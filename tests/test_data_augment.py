@@ -17,18 +17,12 @@ from lightning_yolo.data.formats import (
     write_data_yaml,
     write_yolo_labels,
 )
-from lightning_yolo.data.mosaic import CutMix, MixUp, Mosaic
+from lightning_yolo.data.config import AugmentCfg
+from lightning_yolo.data.mixing import CutMix, MixUp, Mosaic
+from lightning_yolo.data.pipelines import TrainDataset, build_eval_dataset, build_train_dataset
 from lightning_yolo.data.sample import RawSample, raw_to_sample
-from lightning_yolo.data.transforms import (
-    AugmentContext,
-    Letterbox,
-    RandomAffine,
-    RandomHSV,
-    Tile,
-    build_eval_dataset,
-    build_train_dataset,
-    clipped_quad_bounds,
-)
+from lightning_yolo.data.steps import AugmentContext, Letterbox, RandomAffine, RandomHSV
+from lightning_yolo.data.tiles import Tile, clipped_quad_bounds
 
 COLORS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], np.uint8)
 BG = (40, 40, 40)
@@ -103,37 +97,42 @@ def run_and_check(ds, n: int, min_cov: float, mix: float | None = None) -> tuple
 NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
 
 
+def train_pipeline(base: DetectionDataset, size: int, **augment) -> TrainDataset:
+    """The training pipeline with these ``AugmentCfg`` fields (no Mosaic buffer unless asked: partners from anywhere)."""
+    return build_train_dataset(base, size, AugmentCfg(**{"mosaic_buffer": 0, **augment}))
+
+
 def test_mosaic_with_scale_translate_keeps_boxes_on_their_colour(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S, mosaic_prob=1.0, translate=0.2, scale=0.5, **NO_COLOUR)
+    ds = train_pipeline(colour_dataset, S, mosaic_prob=1.0, translate=0.2, scale=0.5, **NO_COLOUR)
     covs, n = run_and_check(ds, 60, min_cov=0.9)
     assert n > 150 and np.mean(covs) > 0.98
 
 
 def test_single_image_letterbox_affine_and_flip(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S, mosaic_prob=0.0, flip_prob=1.0, **NO_COLOUR)
+    ds = train_pipeline(colour_dataset, S, mosaic_prob=0.0, flip_prob=1.0, **NO_COLOUR)
     covs, n = run_and_check(ds, 30, min_cov=0.9)
     assert n > 50
 
 
 def test_rotation_and_shear_keep_boxes_on_their_colour(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S, degrees=10.0, shear=3.0, **NO_COLOUR)
+    ds = train_pipeline(colour_dataset, S, degrees=10.0, shear=3.0, **NO_COLOUR)
     covs, n = run_and_check(ds, 60, min_cov=0.35)
     # a rotated rectangle fills ~75% of its axis-aligned box; thin cut-off slivers fill less
     assert np.mean(covs) > 0.75 and np.median(covs) > 0.75
 
 
 def test_mixup_keeps_boxes_of_both_images(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S, mixup_prob=1.0, **NO_COLOUR)
+    ds = train_pipeline(colour_dataset, S, mixup_prob=1.0, **NO_COLOUR)
     assert isinstance(ds.stage, MixUp)
     ds.stage.ratio = 0.6
     covs, n = run_and_check(ds, 40, min_cov=0.85, mix=0.6)
     # boxes of both images: about twice as many as a Mosaic alone
-    _, n_mosaic = run_and_check(build_train_dataset(colour_dataset, S, **NO_COLOUR), 40, min_cov=0.9)
+    _, n_mosaic = run_and_check(train_pipeline(colour_dataset, S, **NO_COLOUR), 40, min_cov=0.9)
     assert n > 1.6 * n_mosaic
 
 
 def test_cutmix_keeps_visible_boxes_of_both_images(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S, cutmix_prob=1.0, **NO_COLOUR)
+    ds = train_pipeline(colour_dataset, S, cutmix_prob=1.0, **NO_COLOUR)
     assert isinstance(ds.stage, CutMix)
     covs, _ = run_and_check(ds, 60, min_cov=0.5)  # min_visible=0.6 of a box may remain uncovered
     assert np.mean(covs) > 0.9
@@ -211,7 +210,7 @@ def test_same_seed_same_sample_and_cache_is_not_modified(colour_dataset) -> None
     colour_dataset.fill_cache()
     try:
         before = [img.copy() for img in colour_dataset._cache]
-        ds = build_train_dataset(colour_dataset, S, mixup_prob=0.5, cutmix_prob=0.5, degrees=5)
+        ds = train_pipeline(colour_dataset, S, mixup_prob=0.5, cutmix_prob=0.5, degrees=5)
         a = ds[(3, True, 42)]
         b = ds[(3, True, 42)]
         assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
@@ -224,8 +223,8 @@ def test_same_seed_same_sample_and_cache_is_not_modified(colour_dataset) -> None
 
 
 def test_multi_image_switch_off_gives_single_images(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S, mosaic_prob=1.0, mixup_prob=1.0, cutmix_prob=1.0, translate=0.0,
-                             scale=0.0, flip_prob=0.0, **NO_COLOUR)  # fmt: skip
+    ds = train_pipeline(colour_dataset, S, mosaic_prob=1.0, mixup_prob=1.0, cutmix_prob=1.0, translate=0.0,
+                        scale=0.0, flip_prob=0.0, **NO_COLOUR)  # fmt: skip
     for i in range(4):
         img, tgt = ds[(i, False, i)]
         ref, rtgt = build_eval_dataset(colour_dataset, S)[i]
@@ -251,7 +250,7 @@ def test_mosaic_buffer_draws_partners_from_recent_images(colour_dataset) -> None
 
 
 def test_collate_contract(colour_dataset) -> None:
-    ds = build_train_dataset(colour_dataset, S)
+    ds = train_pipeline(colour_dataset, S)
     batch = collate_detection([ds[(i, True, i)] for i in range(3)])
     images = batch["images"]
     assert images.shape == (3, 3, S, S) and images.dtype == torch.uint8
@@ -275,7 +274,7 @@ def test_training_samples_have_no_crowd_boxes(colour_dataset) -> None:
     saved = rec.iscrowd.copy()
     rec.iscrowd[:] = True  # every box of image 0 is crowd
     try:
-        ds = build_train_dataset(colour_dataset, S, mosaic_prob=0.0, translate=0.0, scale=0.0, flip_prob=0.0)
+        ds = train_pipeline(colour_dataset, S, mosaic_prob=0.0, translate=0.0, scale=0.0, flip_prob=0.0)
         _, tgt = ds[(0, True, 0)]
         assert len(tgt["labels"]) == 0 and not tgt["iscrowd"].any()
         _, ev = build_eval_dataset(DetectionDataset(colour_dataset.source, S), S)[0]  # evaluation keeps them, flagged

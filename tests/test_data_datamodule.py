@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DistributedSampler
 
-from lightning_yolo.callbacks import CloseMosaic
+from lightning_yolo.data.config import AugmentCfg
 from lightning_yolo.data.datamodule import YOLODataModule
 from lightning_yolo.data.formats import write_data_yaml, write_yolo_labels
 from lightning_yolo.data.samplers import EvalDistributedSampler, TrainSampler
@@ -154,17 +154,17 @@ class _MosaicSpy(pl.LightningModule):
 def test_close_mosaic_reaches_persistent_workers(tmp_path: Path) -> None:
     dm = YOLODataModule(
         str(_solid_colour_dataset(tmp_path)), img_size=64, batch_size=4, num_workers=2, persistent_workers=True,
-        translate=0.0, scale=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, flip_prob=0.0, mosaic_buffer=0,
+        augment=AugmentCfg(translate=0.0, scale=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, flip_prob=0.0, mosaic_buffer=0,
+                           close_mosaic_epochs=1),
     )  # fmt: skip
     spy = _MosaicSpy()
     trainer = pl.Trainer(
         max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[CloseMosaic(1)],
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
     )  # fmt: skip
     trainer.fit(spy, datamodule=dm)
     loader = trainer.train_dataloader
     assert loader.persistent_workers and loader.num_workers == 2
-    assert dm.close_mosaic_epochs == 1
     seen = spy.mosaic_per_epoch
     assert sorted(seen) == [0, 1, 2] and all(len(v) == 8 for v in seen.values())
     assert all(seen[0]) and all(seen[1])  # Mosaic: several source colours in every image
@@ -172,9 +172,10 @@ def test_close_mosaic_reaches_persistent_workers(tmp_path: Path) -> None:
 
 
 def test_random_training_shapes_scale_images_and_boxes(synth: Path) -> None:
-    dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=4, num_workers=0, multiscale=True,
-                        multiscale_range=(0.5, 1.5), multiscale_every=2, seed=5)  # fmt: skip
+    dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=4, num_workers=0, seed=5,
+                        augment=AugmentCfg(multiscale=True, multiscale_range=(0.5, 1.5), multiscale_every=2))  # fmt: skip
     assert dm.multiscale_sizes() == [32, 64, 96]
+    assert dm.multiscale_sizes(stride=16) == [32, 48, 64, 80, 96]
     dm.setup("fit")
     dm.trainer = fake_trainer()
     batch = next(iter(dm.train_dataloader()))
@@ -209,14 +210,13 @@ def test_random_training_shapes_scale_images_and_boxes(synth: Path) -> None:
 
 def test_sat_hook_alters_training_images_within_bound(synth: Path) -> None:
     pytest.importorskip("lightning_yolo.training.sat")
-    from lightning_yolo.models import create_model
-    from lightning_yolo.training.loss import YOLOLoss
+    from lightning_yolo.module import YOLOModule
 
     torch.manual_seed(0)
-    model = create_model("yolov4_pico", num_classes=4).train()
-    module = SimpleNamespace(model=model, loss=YOLOLoss(4, model.anchors))
-    dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=2, num_workers=0, sat_prob=1.0,
-                        sat_max_delta=4 / 255, sat_step_size=4 / 255, sat_start_epoch=1)  # fmt: skip
+    module = YOLOModule("yolov4_pico", num_classes=4)
+    model = module.model.train()
+    sat = AugmentCfg(sat_prob=1.0, sat_max_delta=4 / 255, sat_step_size=4 / 255, sat_start_epoch=1)
+    dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=2, num_workers=0, augment=sat)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -236,6 +236,10 @@ def test_sat_hook_alters_training_images_within_bound(synth: Path) -> None:
     for k, v in model.state_dict().items():
         assert torch.equal(v, params[k]), k  # weights and BN buffers untouched
     assert all(p.grad is None for p in model.parameters())
+    # the seam is the module's public method, nothing else: a module without it is told so
+    dm.trainer = fake_trainer(lightning_module=SimpleNamespace(model=model), current_epoch=1)
+    with pytest.raises(TypeError, match="self_adversarial_images"):
+        dm.on_after_batch_transfer({"images": batch["images"].clone(), "targets": batch["targets"]}, 0)
 
 
 def test_test_split_falls_back_to_val(synth: Path) -> None:

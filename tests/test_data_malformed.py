@@ -263,5 +263,5 @@ def test_datamodule_rejects_bad_arguments(tmp_path: Path) -> None:
     path = _yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"})
     with pytest.raises(ValueError, match="img_size must be a positive multiple of 32, got 100"):
         YOLODataModule(str(path), img_size=100)
-    with pytest.raises(ValueError, match=r"mosaic_prob must be in \[0, 1\], got 1.5"):
-        YOLODataModule(str(path), mosaic_prob=1.5)
+    with pytest.raises(ValueError, match=r"AugmentCfg.mosaic_prob must be in \[0, 1\], got 1.5"):
+        YOLODataModule(str(path), augment={"mosaic_prob": 1.5})

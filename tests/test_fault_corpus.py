@@ -98,7 +98,7 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
 def fit_args(tmp: Path, data: Path | str, *extra: str) -> list[str]:
     return [
         "fit", "--config", DEBUG, "--data.path", str(data), "--data.img_size", "64", "--data.batch_size", "2",
-        "--data.mosaic_prob", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+        "--data.augment.mosaic_prob", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
         "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp / "run"), "--trainer.logger", "false",
         "--trainer.enable_model_summary", "false", "--plots", "false", *extra,
     ]  # fmt: skip

@@ -16,7 +16,7 @@ from lightning_yolo import YOLODataModule
 from lightning_yolo.data.formats import DatasetLocation, load_split
 from lightning_yolo.data.formats.base import DatasetWarning, DetectionDataset
 from lightning_yolo.data.formats.yolo import load_yolo_split
-from lightning_yolo.data.transforms import EvalDataset
+from lightning_yolo.data.pipelines import EvalDataset
 
 LABEL = "0 0.5 0.5 0.4 0.4\n"
 

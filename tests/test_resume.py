@@ -55,10 +55,11 @@ def load(path: Path) -> dict:
 
 
 def test_resume_two_plus_two_epochs_equals_four(tmp_path, monkeypatch):
-    # Mosaic's partner buffer (mosaic_buffer > 0) lives in the loading process and is not checkpointed: exact
-    # resume needs mosaic_buffer=0 (or cache_images=true). Everything else (sampler order, per-sample augmentation
-    # seeds, multiscale counter, SAT stream, LR schedule, optimizer momenta) is a function of the checkpoint.
-    exact = ["--trainer.deterministic", "true", "--data.mosaic_buffer", "0", "--seed_everything", "7"]
+    # Mosaic's partner buffer (augment.mosaic_buffer > 0) lives in the loading process and is not checkpointed:
+    # exact resume needs augment.mosaic_buffer=0 (or cache_images=true). Everything else (sampler order, per-sample
+    # augmentation seeds, multiscale counter, SAT stream, LR schedule, optimizer momenta) is a function of the
+    # checkpoint.
+    exact = ["--trainer.deterministic", "true", "--data.augment.mosaic_buffer", "0", "--seed_everything", "7"]
     full = fit(tmp_path / "full", *exact, "--trainer.max_epochs", "4")
 
     def interrupt(self):  # the 4-epoch run dies after its second epoch (after last.ckpt was written)

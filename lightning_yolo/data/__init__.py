@@ -1,6 +1,12 @@
 """Data: dataset readers (COCO / YOLO / VOC), the synthetic shapes dataset, augmentation, batching and the
 ``YOLODataModule``.
 
+By job: :mod:`.formats` and :mod:`.image_io` read datasets and images; :mod:`.config` holds the augmentation
+settings (:class:`AugmentCfg`); :mod:`.tiles` renders images through an affine map; :mod:`.steps` holds the
+per-sample steps and the ``Step`` / ``SampleSource`` interfaces; :mod:`.mixing` the multi-image stages (Mosaic,
+MixUp, CutMix); :mod:`.pipelines` assembles them into the train / eval datasets; :mod:`.samplers` and
+:mod:`.collate` batch them; :mod:`.datamodule` ties it together for Lightning.
+
 Everything except :class:`YOLODataModule` imports without Lightning.
 """
 
@@ -10,24 +16,28 @@ from typing import Any
 
 from .anchors import anchor_fitness, compute_anchors_for_datamodule, kmeans_anchors
 from .collate import collate_detection
+from .config import AugmentCfg
 from .formats import DatasetWarning, DetectionDataset, load_split, read_class_names, resolve_dataset
-from .mosaic import CutMix, MixUp, Mosaic
+from .mixing import CutMix, MixUp, Mosaic
+from .pipelines import EvalDataset, TrainDataset, build_eval_dataset, build_train_dataset
 from .sample import RawSample, raw_to_sample
 from .samplers import EvalDistributedSampler, TrainSampler
-from .synthetic import SYNTHETIC_CLASSES, ensure_synthetic_dataset, make_synthetic_dataset
-from .transforms import (
-    EvalDataset,
+from .steps import (
+    AugmentContext,
+    Compose,
     Letterbox,
     RandomAffine,
     RandomHorizontalFlip,
     RandomHSV,
-    TrainDataset,
-    build_eval_dataset,
-    build_train_dataset,
+    SampleSource,
+    Step,
 )
+from .synthetic import SYNTHETIC_CLASSES, ensure_synthetic_dataset, make_synthetic_dataset
+from .tiles import Tile, render_tiles
 
 __all__ = [
     "YOLODataModule",
+    "AugmentCfg",
     "DatasetWarning",
     "DetectionDataset",
     "resolve_dataset",
@@ -41,6 +51,12 @@ __all__ = [
     "Mosaic",
     "MixUp",
     "CutMix",
+    "Step",
+    "SampleSource",
+    "AugmentContext",
+    "Compose",
+    "Tile",
+    "render_tiles",
     "Letterbox",
     "RandomAffine",
     "RandomHSV",

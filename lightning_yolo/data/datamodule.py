@@ -1,8 +1,11 @@
 """``YOLODataModule``: datasets, samplers and loaders, plus the on-device steps of a batch.
 
 On the device (``on_after_batch_transfer``): uint8 -> float in ``[0, 1]``; while training, random training
-shapes (a new multiple-of-32 size every ``multiscale_every`` batches, images resized with ``F.interpolate`` and
-boxes scaled with them) and self-adversarial training (``lightning_yolo.training.sat``).
+shapes (a new side, a multiple of the model's largest stride, every ``augment.multiscale_every`` batches, images
+resized with ``F.interpolate`` and boxes scaled with them) and self-adversarial training, through the module's
+``self_adversarial_images`` (:meth:`lightning_yolo.module.YOLOModule.self_adversarial_images`).
+
+All augmentation settings are one :class:`~lightning_yolo.data.config.AugmentCfg` (``--data.augment.*``).
 """
 
 from __future__ import annotations
@@ -17,23 +20,27 @@ from typing import Any
 import cv2
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .collate import collate_detection
+from .config import AugmentCfg
 from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset
 from .formats.base import DatasetSource, DetectionDataset
+from .pipelines import EvalDataset, TrainDataset, build_train_dataset
 from .samplers import EvalDistributedSampler, TrainSampler
 from .synthetic import SYNTHETIC_CLASSES, ensure_synthetic_dataset
-from .transforms import EvalDataset, TrainDataset, build_train_dataset
 
 __all__ = ["YOLODataModule"]
 
 log = logging.getLogger(__name__)
 
-_STRIDE = 32  # largest network stride: input sides must be multiples of it
+#: Largest output stride of the package's networks (``YOLOv4.max_stride`` of every ``MODEL_CFGS`` entry): ``img_size``
+#: must be a multiple of it, checked in ``__init__`` before any model is known. Once training runs, random training
+#: shapes use the stride of the module's own model instead (:meth:`YOLODataModule.multiscale_sizes`).
+IMG_SIZE_MULTIPLE = 32
 
 
 #: Seconds a DataLoader worker outlives a SIGTERM sent to the whole process group (see :func:`worker_init`).
@@ -66,38 +73,17 @@ class YOLODataModule(pl.LightningDataModule):
             ``None``: the synthetic shapes dataset, generated once into ``$LIGHTNING_YOLO_CACHE`` (default
             ``~/.cache/lightning_yolo``).
         format: ``"auto"``, ``"coco"``, ``"yolo"`` or ``"voc"``.
-        img_size: network input side ``S`` (multiple of 32).
+        img_size: network input side ``S`` (a multiple of :data:`IMG_SIZE_MULTIPLE`, 32).
         batch_size: images per batch and process.
         num_workers: DataLoader worker processes.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         pin_memory: pin batches for faster host-to-GPU copies.
-        augment: ``False`` trains on letterboxed images without any augmentation.
-        mosaic_prob: probability of 4-image Mosaic (0 disables).
-        mixup_prob: probability of MixUp (0 disables).
-        cutmix_prob: probability of CutMix (0 disables).
-        degrees: random affine rotation range in degrees (0: none; non-zero also costs a canvas warp).
-        translate: random affine translation fraction.
-        scale: random affine zoom range ``1 +- scale``.
-        shear: random affine shear range in degrees.
-        hsv_h: hue shift fraction.
-        hsv_s: saturation gain range.
-        hsv_v: value gain range.
-        flip_prob: horizontal flip probability.
-        mixup_alpha: MixUp ratio drawn from ``Beta(alpha, alpha)``.
-        close_mosaic_epochs: turn Mosaic / MixUp / CutMix off for the last N epochs (needs ``max_epochs``);
-            the ``CloseMosaic`` callback sets the same thing.
-        multiscale: random training shapes on the device.
-        multiscale_range: side drawn from multiples of 32 in ``[lo * S, hi * S]``.
-        multiscale_every: draw a new side every this many training batches.
-        sat_prob: probability that a training batch gets a self-adversarial step (0: SAT off).
-        sat_step_size: L-infinity step of SAT in ``[0, 1]`` pixel units.
-        sat_max_delta: L-infinity bound of the SAT change.
-        sat_steps: SAT sign-gradient steps.
-        sat_start_epoch: first epoch with SAT (darknet starts after burn-in).
+        augment: every augmentation setting (:class:`~lightning_yolo.data.config.AugmentCfg`: Mosaic, MixUp,
+            CutMix, affine, HSV, flip, close-mosaic, random shapes, SAT); on the command line
+            ``--data.augment.mosaic_prob 0.5``. Its ``to_dict`` form (as saved in checkpoints) or ``None`` (the
+            defaults) are accepted too.
         cache_images: decode and resize all images into RAM at setup (fast Mosaic; needs
             ``images x S^2 x 3 x 0.75`` bytes or so).
-        mosaic_buffer: without the RAM cache, Mosaic partners come from the last N images the worker loaded
-            (ultralytics' buffer; one decode per sample instead of four); 0 draws them from the whole dataset.
         voc_class_names: VOC only: class names in label order (default: ``labels.txt`` or the names found).
             (Not ``class_names``: that hyperparameter belongs to the LightningModule, which gets it from here.)
         channels_last: keep the batch in channels_last memory on the device (the loader produces it so);
@@ -109,7 +95,7 @@ class YOLODataModule(pl.LightningDataModule):
         synthetic_seed: synthetic dataset seed.
         predict_path: images for ``Trainer.predict`` / ``lightning-yolo predict``: an image file, a folder or a glob
             (:class:`~lightning_yolo.data.predict.PredictImages`), letterboxed like validation images.
-        verify_images: decode every image during the scan (about 5 ms per 640-px JPEG, in threads): counts JPEGs
+        verify_images: decode every image during the scan (in threads; slower than the header scan): counts JPEGs
             whose data is damaged but still decodes (libjpeg's "Corrupt JPEG data") and skips images that only fail
             at the pixel level. Off: the scan reads headers and file tails only.
     """
@@ -123,30 +109,8 @@ class YOLODataModule(pl.LightningDataModule):
         num_workers: int = 4,
         persistent_workers: bool = True,
         pin_memory: bool = True,
-        augment: bool = True,
-        mosaic_prob: float = 1.0,
-        mixup_prob: float = 0.0,
-        cutmix_prob: float = 0.0,
-        degrees: float = 0.0,
-        translate: float = 0.1,
-        scale: float = 0.5,
-        shear: float = 0.0,
-        hsv_h: float = 0.015,
-        hsv_s: float = 0.7,
-        hsv_v: float = 0.4,
-        flip_prob: float = 0.5,
-        mixup_alpha: float = 32.0,
-        close_mosaic_epochs: int = 0,
-        multiscale: bool = False,
-        multiscale_range: tuple[float, float] = (0.5, 1.5),
-        multiscale_every: int = 10,
-        sat_prob: float = 0.0,
-        sat_step_size: float = 8.0 / 255.0,
-        sat_max_delta: float = 8.0 / 255.0,
-        sat_steps: int = 1,
-        sat_start_epoch: int = 0,
+        augment: AugmentCfg = AugmentCfg(),  # noqa: B008 - frozen, so one shared default is safe
         cache_images: bool = False,
-        mosaic_buffer: int = 64,
         voc_class_names: list[str] | None = None,
         channels_last: bool = True,
         seed: int | None = None,
@@ -158,18 +122,11 @@ class YOLODataModule(pl.LightningDataModule):
         verify_images: bool = False,
     ) -> None:
         super().__init__()
+        augment = AugmentCfg.coerce(augment)
         self.save_hyperparameters()
-        if img_size % _STRIDE or img_size <= 0:
-            raise ValueError(f"img_size must be a positive multiple of {_STRIDE}, got {img_size}")
-        for name, p in (("mosaic_prob", mosaic_prob), ("mixup_prob", mixup_prob), ("cutmix_prob", cutmix_prob),
-                        ("flip_prob", flip_prob), ("sat_prob", sat_prob)):  # fmt: skip
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
-        lo, hi = multiscale_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"multiscale_range must be (lo, hi) with 0 < lo <= hi, got {multiscale_range}")
-        if multiscale_every < 1:
-            raise ValueError(f"multiscale_every must be >= 1, got {multiscale_every}")
+        self.hparams["augment"] = augment.to_dict()  # plain data in hparams.yaml and checkpoints
+        if img_size % IMG_SIZE_MULTIPLE or img_size <= 0:
+            raise ValueError(f"img_size must be a positive multiple of {IMG_SIZE_MULTIPLE}, got {img_size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.path = path
@@ -180,11 +137,9 @@ class YOLODataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.pin_memory = pin_memory
         self.augment = augment
-        self.close_mosaic_epochs = close_mosaic_epochs
-        self.multiscale = multiscale
-        self.sat_prob = sat_prob
         self.predict_path = predict_path
         self._train_batches = 0
+        self._closed_logged = False  # the close-mosaic notice is printed once
         self._sat_rng = random.Random(0 if seed is None else seed)
         self.location: DatasetLocation | None = None
         if path is None:
@@ -267,16 +222,10 @@ class YOLODataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the splits the stage needs and build the pipelines (idempotent)."""
-        hp = self.hparams
         if stage in (None, "fit") and self.train_dataset is None:
             base = self._base("train", drop_crowd=True)
-            if self.augment:
-                self.train_dataset = build_train_dataset(
-                    base, self.img_size, mosaic_prob=hp.mosaic_prob, mixup_prob=hp.mixup_prob,
-                    cutmix_prob=hp.cutmix_prob, degrees=hp.degrees, translate=hp.translate, scale=hp.scale,
-                    shear=hp.shear, hsv_h=hp.hsv_h, hsv_s=hp.hsv_s, hsv_v=hp.hsv_v, flip_prob=hp.flip_prob,
-                    mixup_alpha=hp.mixup_alpha, mosaic_buffer=hp.mosaic_buffer,
-                )  # fmt: skip
+            if self.augment.enabled:
+                self.train_dataset = build_train_dataset(base, self.img_size, self.augment)
             else:
                 self.train_dataset = EvalDataset(base, self.img_size)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
@@ -331,17 +280,28 @@ class YOLODataModule(pl.LightningDataModule):
         return int(self.trainer.current_epoch) if self.trainer is not None else None
 
     def multi_image_enabled(self, epoch: int) -> bool:
-        """Whether Mosaic / MixUp / CutMix run in ``epoch`` (the close-mosaic schedule)."""
-        n = int(self.close_mosaic_epochs or 0)
+        """Whether Mosaic / MixUp / CutMix run in ``epoch``: the close-mosaic schedule, the package's one switch.
+
+        Off for the last ``augment.close_mosaic_epochs`` epochs of ``trainer.max_epochs``, read when each epoch's
+        iteration starts (the training sampler calls this), so a ``max_epochs`` re-planned during fit (by
+        :class:`~lightning_yolo.callbacks.recipe.TimeBudget`) moves the closed epochs with it.
+        """
+        n = self.augment.close_mosaic_epochs
+        if n <= 0:
+            return True
         max_epochs = getattr(self.trainer, "max_epochs", None) if self.trainer is not None else None
-        if n > 0:
-            if max_epochs is None or max_epochs < 0:
-                warnings.warn(
-                    "close_mosaic_epochs needs Trainer(max_epochs=...); Mosaic stays on", UserWarning, stacklevel=2
-                )
-                return True
-            return epoch < max_epochs - n
-        return True
+        if max_epochs is None or max_epochs < 0:
+            warnings.warn(
+                "augment.close_mosaic_epochs needs Trainer(max_epochs=...); Mosaic stays on", UserWarning, stacklevel=2
+            )
+            return True
+        enabled = epoch < max_epochs - n
+        if not enabled and not self._closed_logged and self.augment.multi_image:
+            self._closed_logged = True
+            rank_zero_info(
+                f"close-mosaic: Mosaic / MixUp / CutMix off from epoch {epoch} (the last {n} of {max_epochs} epochs)"
+            )
+        return enabled
 
     def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
         workers = self.num_workers
@@ -368,14 +328,12 @@ class YOLODataModule(pl.LightningDataModule):
 
     def _check_close_mosaic(self) -> None:
         """Say so when close-mosaic covers the whole run (e.g. the demo's 4 closed epochs in a 3-epoch run)."""
-        hp = self.hparams
-        n = int(self.close_mosaic_epochs or 0)
+        n = self.augment.close_mosaic_epochs
         max_epochs = getattr(self.trainer, "max_epochs", None) if self.trainer is not None else None
-        multi = self.augment and max(hp.mosaic_prob, hp.mixup_prob, hp.cutmix_prob) > 0
-        if multi and n > 0 and max_epochs is not None and 0 < max_epochs <= n:
+        if self.augment.multi_image and n > 0 and max_epochs is not None and 0 < max_epochs <= n:
             rank_zero_warn(
-                f"close_mosaic_epochs={n} covers the whole run (max_epochs={max_epochs}): Mosaic / MixUp / CutMix never "
-                "run; set data.close_mosaic_epochs below max_epochs (0 keeps them on to the end)"
+                f"close_mosaic_epochs={n} covers the whole run (max_epochs={max_epochs}): Mosaic / MixUp / CutMix "
+                "never run; set data.augment.close_mosaic_epochs below max_epochs (0 keeps them on to the end)"
             )
 
     def train_dataloader(self) -> DataLoader:
@@ -423,15 +381,28 @@ class YOLODataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------------------------------------------------
     # on the device
 
-    def multiscale_sizes(self) -> list[int]:
-        """Candidate training sides: multiples of 32 in ``[lo * S, hi * S]``."""
-        lo, hi = self.hparams.multiscale_range
-        first = max(_STRIDE, int(np.ceil(lo * self.img_size / _STRIDE)) * _STRIDE)
-        last = max(first, int(np.floor(hi * self.img_size / _STRIDE)) * _STRIDE)
-        return list(range(first, last + 1, _STRIDE))
+    def model_stride(self) -> int:
+        """The largest output stride of the model being trained (``max_stride`` of the trainer's module, or of its
+        network), or :data:`IMG_SIZE_MULTIPLE` when no model is attached."""
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        for owner in (module, getattr(module, "model", None)):
+            stride = getattr(owner, "max_stride", None)
+            if isinstance(stride, int) and stride > 0:
+                return stride
+        return IMG_SIZE_MULTIPLE
+
+    def multiscale_sizes(self, stride: int | None = None) -> list[int]:
+        """Candidate training sides: multiples of ``stride`` (default :meth:`model_stride`) in ``[lo * S, hi * S]``
+        (``augment.multiscale_range``)."""
+        stride = self.model_stride() if stride is None else int(stride)
+        lo, hi = self.augment.multiscale_range
+        first = max(stride, int(np.ceil(lo * self.img_size / stride)) * stride)
+        last = max(first, int(np.floor(hi * self.img_size / stride)) * stride)
+        return list(range(first, last + 1, stride))
 
     def _random_shape(self, batch: dict[str, Any]) -> dict[str, Any]:
-        every = self.hparams.multiscale_every
+        every = self.augment.multiscale_every
         # the same draw on every rank: a function of (seed, batch counter)
         size = random.Random(self._seed() * 1_000_003 + self._train_batches // every).choice(self.multiscale_sizes())
         images = batch["images"]
@@ -449,15 +420,20 @@ class YOLODataModule(pl.LightningDataModule):
         return batch
 
     def _self_adversarial(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from ..training.sat import self_adversarial_step  # lazy: the data package does not need training/
-
+        """SAT through the module's public seam ``self_adversarial_images(images, targets, step_size, max_delta,
+        steps)``; the DataModule never touches the network or the loss itself."""
         module = self.trainer.lightning_module
-        hp = self.hparams
-        with torch.enable_grad():
-            batch["images"] = self_adversarial_step(
-                module.model, module.loss, batch["images"], batch["targets"],
-                step_size=hp.sat_step_size, max_delta=hp.sat_max_delta, steps=hp.sat_steps,
-            )  # fmt: skip
+        attack = getattr(module, "self_adversarial_images", None)
+        if not callable(attack):
+            raise TypeError(
+                f"augment.sat_prob > 0 needs a LightningModule with a self_adversarial_images(images, targets, "
+                f"step_size, max_delta, steps) method (YOLOModule); {type(module).__name__} has none"
+            )
+        cfg = self.augment
+        batch["images"] = attack(
+            batch["images"], batch["targets"], step_size=cfg.sat_step_size, max_delta=cfg.sat_max_delta,
+            steps=cfg.sat_steps,
+        )  # fmt: skip
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -471,11 +447,11 @@ class YOLODataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return batch
-        if self.multiscale:
+        cfg = self.augment
+        if cfg.multiscale:
             batch = self._random_shape(batch)
         self._train_batches += 1
-        hp = self.hparams
-        if self.sat_prob > 0 and trainer.current_epoch >= hp.sat_start_epoch and self._sat_rng.random() < self.sat_prob:
+        if cfg.sat_prob > 0 and trainer.current_epoch >= cfg.sat_start_epoch and self._sat_rng.random() < cfg.sat_prob:
             batch = self._self_adversarial(batch)
         return batch
 

@@ -1,12 +1,12 @@
 """Multi-image augmentation as dataset wrappers: Mosaic (with the random affine fused in), MixUp and CutMix.
 
-Each wrapper has ``get(index, ctx) -> RawSample`` (an ``S x S`` sample) and ``__len__``; they nest
-(``CutMix(MixUp(Mosaic(base)))``) and their partner images come from the wrapped stage, so a MixUp partner is
-itself a Mosaic, as in YOLOX and ultralytics. ``ctx.multi_image`` False (close-mosaic) turns all three off: Mosaic
-then letterboxes and warps the single image, MixUp and CutMix pass it through.
+Each wrapper is a :class:`~lightning_yolo.data.steps.SampleSource` (``get(index, ctx) -> RawSample``, an ``S x S``
+sample, and ``__len__``); they nest (``CutMix(MixUp(Mosaic(base)))``) and their partner images come from the wrapped
+stage, so a MixUp partner is itself a Mosaic, as in YOLOX and ultralytics. ``ctx.multi_image`` False (close-mosaic)
+turns all three off: Mosaic then letterboxes and warps the single image, MixUp and CutMix pass it through.
 
 As in YOLOX's ``MosaicDetection``, the affine warp is part of the Mosaic step: the four images are drawn through
-the affine map straight into the ``S x S`` output (:func:`~lightning_yolo.data.transforms.render_tiles`), so each
+the affine map straight into the ``S x S`` output (:func:`~lightning_yolo.data.tiles.render_tiles`), so each
 image is resized once and the ``2S x 2S`` canvas is only built when the map rotates or shears.
 """
 
@@ -20,7 +20,8 @@ import numpy as np
 
 from .formats.base import DetectionDataset
 from .sample import RawSample
-from .transforms import AugmentContext, RandomAffine, Tile
+from .steps import AugmentContext, RandomAffine, SampleSource
+from .tiles import Tile
 
 __all__ = ["Mosaic", "MixUp", "CutMix"]
 
@@ -142,7 +143,7 @@ class MixUp:
         ratio: a fixed mixing ratio instead (tests).
     """
 
-    def __init__(self, stage, prob: float = 0.5, alpha: float = 32.0, ratio: float | None = None) -> None:
+    def __init__(self, stage: SampleSource, prob: float = 0.5, alpha: float = 32.0, ratio: float | None = None) -> None:
         self.stage, self.prob, self.alpha, self.ratio = stage, float(prob), float(alpha), ratio
         self.class_names = getattr(stage, "class_names", [])
 
@@ -183,7 +184,7 @@ class CutMix:
 
     def __init__(
         self,
-        stage,
+        stage: SampleSource,
         prob: float = 0.5,
         beta: float = 1.0,
         num_tries: int = 4,
