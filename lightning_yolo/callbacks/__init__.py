@@ -4,12 +4,11 @@ run outputs (:mod:`.outputs`) and the SyncBatchNorm plugin (:mod:`.plugins`)."""
 from .checkpoints import AtomicCheckpointIO, LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
 from .outputs import DetectionImageLogger, DetectionPlots, PredictionWriter, ResultsFiles
 from .plugins import TimmSyncBatchNorm
-from .recipe import EMA, AutoAnchor, CloseMosaic, TimeBudget
+from .recipe import EMA, AutoAnchor, TimeBudget
 
 __all__ = [
     "EMA",
     "AutoAnchor",
-    "CloseMosaic",
     "TimeBudget",
     "LastCheckpoint",
     "ensure_last_checkpoint",

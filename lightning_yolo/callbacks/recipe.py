@@ -7,7 +7,9 @@
   boxes at the training size; below ``bpr_thresh`` k-means anchors from the data replace them.
 * :class:`TimeBudget` — plans the run over a wall-time budget: after each epoch it sets the number of epochs that
   fit in the remaining time, so the cosine schedule, close-mosaic and the last validation all happen within it.
-* :class:`CloseMosaic` — Mosaic / MixUp / CutMix off for the last epochs.
+
+Close-mosaic itself is no callback: it is ``AugmentCfg.close_mosaic_epochs``, applied by the DataModule's training
+sampler against ``trainer.max_epochs`` (:meth:`~lightning_yolo.data.datamodule.YOLODataModule.multi_image_enabled`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
 from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["EMA", "AutoAnchor", "TimeBudget", "CloseMosaic", "best_possible_recall"]
+__all__ = ["EMA", "AutoAnchor", "TimeBudget", "best_possible_recall"]
 
 
 # ----------------------------------------------------------------------------------------------------------- EMA
@@ -348,40 +350,3 @@ def _validates_this_epoch(trainer: pl.Trainer) -> bool:
     if not trainer.enable_validation or n is None:
         return False
     return (trainer.current_epoch + 1) % n == 0
-
-
-# ------------------------------------------------------------------------------------------------------ close mosaic
-
-
-class CloseMosaic(pl.Callback):
-    """Turn Mosaic, MixUp and CutMix off for the last ``last_n_epochs`` epochs (YOLOX ``no_aug_epochs``,
-    ultralytics ``close_mosaic``), so the network finishes on images that look like the test images.
-
-    Sets ``close_mosaic_epochs`` on the :class:`~lightning_yolo.data.datamodule.YOLODataModule`, whose training
-    sampler sends the switch with every index: it takes effect at the first closed epoch, persistent workers
-    included. Needs ``Trainer(max_epochs=...)``.
-
-    Args:
-        last_n_epochs: number of final epochs without multi-image augmentation.
-    """
-
-    def __init__(self, last_n_epochs: int = 10) -> None:
-        if last_n_epochs < 0:
-            raise ValueError(f"last_n_epochs must be >= 0, got {last_n_epochs}")
-        self.last_n_epochs = int(last_n_epochs)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "close_mosaic_epochs"):
-            raise ValueError(
-                f"CloseMosaic needs a datamodule with a close_mosaic_epochs attribute (YOLODataModule), "
-                f"got {type(dm).__name__ if dm is not None else None}"
-            )
-        dm.close_mosaic_epochs = self.last_n_epochs
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        max_epochs = trainer.max_epochs
-        if self.last_n_epochs and max_epochs is not None and trainer.current_epoch == max_epochs - self.last_n_epochs:
-            rank_zero_info(f"CloseMosaic: Mosaic/MixUp/CutMix off for the last {self.last_n_epochs} epochs")
-
-
