@@ -110,6 +110,11 @@ def test_resolve_flip_and_values():
     assert on.value is False
     (on2,) = resolve_changes(parse_switch("sam"), base)
     assert on2.value is True
+    # anything but the off value counts as on: mosaic_prob 0.5 flips to 0
+    (off2,) = resolve_changes(parse_switch("mosaic"), {"data": {"augment": {"mosaic_prob": 0.5}}})
+    assert off2.value == 0.0
+    (on3,) = resolve_changes(parse_switch("mosaic"), {"data": {"augment": {"mosaic_prob": 0}}})
+    assert on3.value == 1.0
     hsv = resolve_changes(parse_switch("hsv=0"), base)
     assert [(c.path, c.value) for c in hsv] == [(f"data.augment.hsv_{k}", 0) for k in "hsv"]
     with pytest.raises(ValueError, match="give a value"):
@@ -122,6 +127,7 @@ def test_resolve_flip_and_values():
     assert base["model"] == {"loss": {"box_loss": "ciou"}}  # the base is not edited
     assert variant_name(changes) == "box_loss-iou+model.lr-0.001"
     assert variant_name(resolve_changes(parse_switch("spp=[5, 9, 13]"), base)) == "spp-5_9_13"
+    assert variant_name(resolve_changes(parse_switch("spp=[],hsv=[0, 0, 0.1]"), base)) == "spp-none+hsv-0_0_0.1"
 
 
 def test_every_switch_is_documented():

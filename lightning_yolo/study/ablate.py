@@ -40,7 +40,7 @@ from .runner import (
     my_share,
     parse_budget,
     parse_worker,
-    print_config,
+    full_config,
     read_result,
     resolve_config,
     run_all,
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-yolo ablate",
         description="Train the base config and each variant (one --switch each) for K seeds under one budget; write "
-        "<study>/ablation.md / .csv / .png: mAP, mAP50, time and the difference to the base with a 95%% confidence "
+        "<study>/ablation.md / .csv / .png: mAP, mAP50, time and the difference to the base with a 95% confidence "
         "interval paired by seed. Re-running resumes; several processes can share one --study folder.",
         epilog="switches: " + ", ".join(SWITCHES) + ". Flags after -- go to every fit (-- --data.path /data/x).",
     )
@@ -331,7 +331,7 @@ def ablate_main(argv: Sequence[str] | None = None) -> None:
     seeds = _seeds(args)
     worker = parse_worker(args.worker)
     base = load_yaml(config_path)
-    variants, configs = plan_variants(base, args.switch, defaults_of=lambda: print_config(config_path))
+    variants, configs = plan_variants(base, args.switch, defaults_of=lambda: full_config(config_path, extra))
     fit_extra = [*budget_args(args.budget), *extra]
     info = {
         "kind": "ablate",

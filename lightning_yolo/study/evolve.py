@@ -53,7 +53,7 @@ from .runner import (
     budget_args,
     load_yaml,
     parse_budget,
-    print_config,
+    full_config,
     read_result,
     resolve_config,
     run_all,
@@ -491,7 +491,7 @@ def evolve_main(argv: Sequence[str] | None = None) -> None:
     trials = evolve(
         base, params, study_dir, args.generations, args.population, fit_extra, seed=args.seed, fitness=args.fitness,
         parents=args.parents, sigma=args.sigma, prob=args.mutation_prob, workers=args.workers,
-        lock_timeout=args.lock_timeout, defaults_of=lambda: print_config(config_path), header=header,
+        lock_timeout=args.lock_timeout, defaults_of=lambda: full_config(config_path, extra), header=header,
     )  # fmt: skip
     print((study_dir / "evolve.md").read_text(encoding="utf-8"))
     missing = [t.run_id for t in trials if t.result is None]

@@ -73,6 +73,7 @@ __all__ = [
     "resolve_config",
     "load_yaml",
     "print_config",
+    "full_config",
     "read_results_csv",
     "run_fit",
     "run_all",
@@ -254,6 +255,27 @@ def print_config(config_path: Path, extra: Sequence[str] = ()) -> dict[str, Any]
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         raise RuntimeError(f"fit --config {config_path} --print_config failed:\n{tail}")
     return yaml.safe_load(proc.stdout) or {}
+
+
+def full_config(config_path: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`print_config` with ``model.model_overrides`` completed by the fields of the model's ``ModelCfg``
+    (``--print_config`` shows only the overrides the config sets), so a flipped ``sam`` / ``spp`` / ``neck`` switch
+    reads the model's real default."""
+    config = print_config(config_path, extra)
+    model = config.get("model") if isinstance(config.get("model"), dict) else None
+    if model is None or not model.get("model_name"):
+        return config
+    from dataclasses import fields
+
+    from ..models.factory import get_model_cfg
+
+    try:
+        cfg = get_model_cfg(str(model["model_name"]))
+    except (ValueError, KeyError):
+        return config
+    overrides = model.get("model_overrides") or {}
+    model["model_overrides"] = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, **overrides}
+    return config
 
 
 # ----------------------------------------------------------------------------------------------------------- results

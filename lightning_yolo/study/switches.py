@@ -7,7 +7,7 @@ A switch on the command line (``lightning-yolo ablate --switch ...``) is one of
   ``data.augment.mosaic_prob=0``); ``VALUE`` is read as YAML (``0.1``, ``true``, ``null``, ``[5, 9, 13]``,
   ``ciou``);
 * ``NAME`` alone, for a registered switch with an off and an on value: the opposite of the base config's value
-  (on -> off, anything else -> on);
+  (the off value or unset -> the on value; anything else, e.g. ``mosaic_prob: 0.5``, -> the off value);
 * several of those joined by ``,``: one variant with all of the changes (``--switch "mosaic=0,sat=1"``). A comma
   inside brackets belongs to the value (``spp=[5,9]``).
 
@@ -263,7 +263,8 @@ def resolve_changes(
     parsed: Sequence[tuple[str, Any]], base: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
 ) -> list[Change]:
     """Parsed switches -> config edits. A flip reads the current value from ``base`` (the base YAML), else from
-    ``defaults`` (the full config ``fit --print_config`` shows), else takes the item as off."""
+    ``defaults`` (the full config ``fit --print_config`` shows), else takes it as unset; off or unset -> on,
+    anything else -> off."""
     changes: list[Change] = []
     for name, value in parsed:
         switch = SWITCHES.get(name)
@@ -274,7 +275,8 @@ def resolve_changes(
             if not switch.flippable:
                 raise ValueError(f"--switch {name}: give a value, one of {'|'.join(map(str, switch.choices))}")
             current = tuple(_current(base, defaults, p) for p in switch.paths)
-            values = switch.off if _same(current, switch.on) else switch.on
+            is_off = all(c is None or _same(c, o) for c, o in zip(current, switch.off))
+            values = switch.on if is_off else switch.off
             shown = format_value(values[0] if len(values) == 1 else list(values))
         else:
             if switch.choices and value not in switch.choices:
@@ -321,10 +323,11 @@ def apply_changes(base: Mapping[str, Any], changes: Sequence[Change]) -> dict[st
 
 def variant_name(changes: Sequence[Change]) -> str:
     """A folder-safe name of a variant: its labels joined by ``+`` (``mosaic-0+box_loss-iou``), ``=`` -> ``-``."""
-    labels = list(dict.fromkeys(c.label for c in changes))
-    name = "+".join(labels) if labels else "base"
-    name = re.sub(r"[^A-Za-z0-9._+-]+", "-", name.replace("=", "-").replace(", ", "_").replace(",", "_"))
-    name = re.sub(r"-{2,}", "-", name).strip("-")
+    parts = []
+    for label in dict.fromkeys(c.label for c in changes):
+        text = label.replace("[]", "none").replace("=", "-").replace(", ", "_").replace(",", "_")
+        parts.append(re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", text)).strip("-"))
+    name = "+".join(p for p in parts if p) or "base"
     if len(name) > 80:
         import hashlib
 
