@@ -98,7 +98,7 @@ NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
 
 
 def train_pipeline(base: DetectionDataset, size: int, **augment) -> TrainDataset:
-    """The training pipeline with these ``AugmentCfg`` fields (no Mosaic buffer unless asked: partners from anywhere)."""
+    """The training pipeline with these ``AugmentCfg`` fields (no Mosaic buffer unless asked)."""
     return build_train_dataset(base, size, AugmentCfg(**{"mosaic_buffer": 0, **augment}))
 
 

@@ -172,8 +172,8 @@ def test_close_mosaic_reaches_persistent_workers(tmp_path: Path) -> None:
 
 
 def test_random_training_shapes_scale_images_and_boxes(synth: Path) -> None:
-    dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=4, num_workers=0, seed=5,
-                        augment=AugmentCfg(multiscale=True, multiscale_range=(0.5, 1.5), multiscale_every=2))  # fmt: skip
+    shapes = AugmentCfg(multiscale=True, multiscale_range=(0.5, 1.5), multiscale_every=2)
+    dm = YOLODataModule(str(synth / "data.yaml"), img_size=64, batch_size=4, num_workers=0, seed=5, augment=shapes)
     assert dm.multiscale_sizes() == [32, 64, 96]
     assert dm.multiscale_sizes(stride=16) == [32, 48, 64, 80, 96]
     dm.setup("fit")
