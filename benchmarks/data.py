@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lightning_yolo.data.config import AugmentCfg  # noqa: E402
 from lightning_yolo.data.datamodule import YOLODataModule  # noqa: E402
 from lightning_yolo.data.synthetic import ensure_synthetic_dataset  # noqa: E402
 
@@ -134,13 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     common = dict(img_size=args.img_size, batch_size=args.batch_size, num_workers=0, pin_memory=False)
-    dm = YOLODataModule(path, mosaic_buffer=0, **common)
+    dm = YOLODataModule(path, augment=AugmentCfg(mosaic_buffer=0), **common)
     dm.setup("fit")
     bench_decoders([r.path for r in dm.source("train").records[:32]], args.img_size)
 
     print(f"\n{'pipeline (samples/s)':<44} {'best':>8} {'median':>8} {'cpu-time':>8}")
     rows = [bench_loader("train: Mosaic, 4 decodes per sample", dm.train_dataloader(), args.samples, args.rounds)]
-    dm_buf = YOLODataModule(path, mosaic_buffer=args.buffer, **common)
+    dm_buf = YOLODataModule(path, augment=AugmentCfg(mosaic_buffer=args.buffer), **common)
     dm_buf.setup("fit")
     name = f"train: Mosaic, buffer {args.buffer} (1 decode/sample)"
     rows.append(bench_loader(name, dm_buf.train_dataloader(), args.samples, args.rounds))

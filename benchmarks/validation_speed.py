@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_yolo import YOLODataModule, YOLOModule
+from lightning_yolo.data import AugmentCfg
 from lightning_yolo.data.synthetic import make_synthetic_dataset
 
 
@@ -118,7 +119,7 @@ def main() -> None:
                            num_classes=1, formats=("yolo",))  # fmt: skip
     common = dict(path=str(root / "data.yaml"), batch_size=args.batch_size, num_workers=0)
     dm_val = YOLODataModule(img_size=args.img_size, **common)
-    dm_train = YOLODataModule(img_size=args.train_img_size, mosaic_prob=0.5, **common)
+    dm_train = YOLODataModule(img_size=args.train_img_size, augment=AugmentCfg(mosaic_prob=0.5), **common)
     module = YOLOModule(model_name="yolov4_pico", num_classes=1, class_names=dm_val.class_names, warmup_epochs=1.0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs; 1 class, {args.num_val} "
           f"validation images at {args.img_size} px, batch {args.batch_size}")  # fmt: skip
