@@ -17,7 +17,7 @@ def collate_detection(samples: Sequence[Sample]) -> dict[str, Any]:
     """Stack images and keep targets as a list.
 
     The pipelines hand out CHW views of HWC arrays, so the images are stacked as ``[B, S, S, 3]`` (one memcpy
-    each; a CHW-contiguous copy of a 640-px image costs ~3 ms here) and returned as the permuted view
+    each, where a CHW-contiguous copy would reorder every pixel) and returned as the permuted view
     ``[B, 3, S, S]``: shape NCHW, memory ``torch.channels_last``, which is also the faster layout for the stem
     convolution. Call ``.contiguous()`` for NCHW memory.
 
@@ -43,8 +43,8 @@ def collate_detection(samples: Sequence[Sample]) -> dict[str, Any]:
     hwc = [img.as_subclass(torch.Tensor).permute(1, 2, 0) for img, _ in samples]
     if hwc[0].dtype != torch.uint8:
         raise ValueError(f"images must be uint8 (normalised on the device), got {hwc[0].dtype}")
-    # numpy's stack: torch.stack runs the copy on OpenMP threads, which on a busy 2-core machine measured 193 ms for
-    # 16 images at 640 px against 2.7 ms here (3.6 ms for torch with one thread)
+    # numpy's stack: torch.stack runs the copy on OpenMP threads, which stall on a busy machine (benchmarks/README.md,
+    # "Data pipeline figures")
     images = torch.from_numpy(np.stack([x.numpy() for x in hwc])).permute(0, 3, 1, 2)
     targets = []
     for _, t in samples:

@@ -5,11 +5,10 @@
   ``canvas_size=(H, W)``), ``labels`` int64 ``[N]``, ``iscrowd`` bool ``[N]``, ``image_id`` int64 scalar,
   ``orig_size`` int64 ``[2]`` (H, W), ``ratio`` float32 scalar and ``pad`` float32 ``[2]``.
 * :class:`RawSample`, the working form inside the augmentation pipeline: a HWC numpy image, because OpenCV
-  works on HWC and a CHW <-> HWC copy of a 1280x1280 canvas costs more than the warp itself (measured:
-  ``torch.permute(...).contiguous()`` of a 640x640x3 uint8 image 2.9 ms, against 0.2 ms for the resize that
-  places a Mosaic tile). Each pipeline converts once, at its end, in :func:`raw_to_sample`, which applies the
-  rule of ``torchvision.transforms.v2.SanitizeBoundingBoxes`` (:func:`sanitize_mask`); the CHW image is a
-  zero-copy view of the HWC array.
+  works on HWC and a CHW <-> HWC copy of an image costs more than the resize that places a Mosaic tile (figures in
+  benchmarks/README.md, "Data pipeline figures"). Each pipeline converts once, at its end, in
+  :func:`raw_to_sample`, which applies the rule of ``torchvision.transforms.v2.SanitizeBoundingBoxes``
+  (:func:`sanitize_mask`); the CHW image is a zero-copy view of the HWC array.
 """
 
 from __future__ import annotations
@@ -100,9 +99,8 @@ def sanitize_mask(
     """The boxes ``torchvision.transforms.v2.SanitizeBoundingBoxes`` keeps (XYXY), computed on the numpy array.
 
     Same rule as torchvision's ``_get_sanitize_bounding_boxes_mask``: width and height ``>= min_size``, area
-    ``>= min_area``, every coordinate ``>= 0``, x ``<= W`` and y ``<= H`` (NaN boxes fail). Measured at the end of
-    the 640-px Mosaic pipeline: torchvision's transform (with the tv_tensors dispatch) 0.2-0.6 ms per sample,
-    this 0.01 ms.
+    ``>= min_area``, every coordinate ``>= 0``, x ``<= W`` and y ``<= H`` (NaN boxes fail). On plain numpy it
+    avoids the ``tv_tensors`` dispatch of torchvision's transform, which costs more than the rule itself.
 
     Args:
         boxes: ``[N, 4]`` xyxy pixels.

@@ -177,7 +177,7 @@ def load_split(
         location: from :func:`resolve_dataset`.
         split: ``"train"``, ``"val"`` or ``"test"``.
         class_names: names the split must have (COCO: checked; VOC: used to map names to labels).
-        verify_images: decode every image at the scan (slow: about 5 ms per 640-px JPEG; counts damaged JPEG data
+        verify_images: decode every image at the scan (slow: a full decode per image; counts damaged JPEG data
             that still decodes, which the header probe cannot see).
 
     Raises:

@@ -256,7 +256,7 @@ class CorruptImageData(ValueError):
 
 
 def verify_decode(path: Path) -> None:
-    """Decode ``path`` fully with PIL (about 5 ms for a 640-px JPEG): what the header probe cannot see.
+    """Decode ``path`` fully with PIL (a full decode, far slower than the header probe): what the probe cannot see.
 
     Raises:
         CorruptImageData: damaged compressed data that OpenCV still decodes (the image is usable, with artefacts).
