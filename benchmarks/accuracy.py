@@ -195,12 +195,12 @@ def run_ours(args: argparse.Namespace, prep: dict, out: Path, budget: float | No
 def predict_ours(ckpt: str, prep: dict, img_size: int) -> list[dict]:
     import torch
 
-    from lightning_yolo import YOLOPredictor
+    from lightning_yolo import load_predictor, predict
 
-    predictor = YOLOPredictor.from_checkpoint(ckpt, score_thresh=0.001, max_det=100).fuse()
+    predictor = load_predictor(ckpt, score_thresh=0.001, max_det=100).fuse()
     dets = []
     with torch.inference_mode():
-        results = predictor.predict(prep["val_images"], img_size=img_size, batch_size=8, rect=False)
+        results = predict(predictor, prep["val_images"], img_size=img_size, batch_size=8, rect=False)
     for path, r in zip(prep["val_images"], results):
         for (x1, y1, x2, y2), s, c in zip(r["boxes"].tolist(), r["scores"].tolist(), r["labels"].tolist()):
             dets.append({"image_id": prep["image_ids"][path], "category_id": prep["category_ids"][int(c)],

@@ -8,7 +8,17 @@ __version__ = "0.1.0"
 
 from .models import YOLOv4, create_model, list_models  # noqa: E402
 
-__all__ = ["YOLOv4", "YOLOPredictor", "YOLOModule", "YOLODataModule", "create_model", "list_models", "__version__"]
+__all__ = [
+    "YOLOv4",
+    "YOLOPredictor",
+    "YOLOModule",
+    "YOLODataModule",
+    "create_model",
+    "list_models",
+    "load_predictor",
+    "predict",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +27,14 @@ def __getattr__(name: str) -> Any:
         from .models.predictor import YOLOPredictor
 
         return YOLOPredictor
+    if name == "load_predictor":  # checkpoint -> YOLOPredictor, no Lightning
+        from .inference.checkpoint import load_predictor
+
+        return load_predictor
+    if name == "predict":  # any images -> boxes in original pixels
+        from .inference.predict import predict
+
+        return predict
     if name == "YOLOModule":
         from .module import YOLOModule
 

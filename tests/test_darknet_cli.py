@@ -13,7 +13,7 @@ from lightning_yolo.commands.cli import main
 from lightning_yolo.data.synthetic import SHAPES
 from lightning_yolo.models import create_model
 from lightning_yolo.models.darknet import DarknetError, load_darknet, save_darknet
-from lightning_yolo.models.predictor import YOLOPredictor
+from lightning_yolo.inference.checkpoint import load_predictor
 
 DEBUG = str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml")
 
@@ -47,7 +47,7 @@ def test_convert_checkpoint_validates_predicts_and_exports_back(darknet_files, t
 
     # the checkpoint's network computes exactly what the darknet files describe
     reference = load_darknet(cfg, weights).model
-    predictor = YOLOPredictor.from_checkpoint(ckpt_path)
+    predictor = load_predictor(ckpt_path)
     assert predictor.class_names == list(SHAPES[:4]) and predictor.img_size in (128, (128, 128))
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

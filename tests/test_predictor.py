@@ -1,4 +1,4 @@
-"""YOLOPredictor I/O: letterbox, predict on files / PIL / numpy / tensors in original pixels, from_checkpoint, drawing."""
+"""Inference I/O: letterbox, predict on files / PIL / numpy / tensors in original pixels, load_predictor, drawing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_yolo.data.image_io import decode_image, letterbox, letterbox_params, list_image_files
+from lightning_yolo.inference.checkpoint import load_predictor
+from lightning_yolo.inference.predict import predict
 from lightning_yolo.models import create_model
 from lightning_yolo.models.predictor import YOLOPredictor
-from lightning_yolo.ops.image import letterbox, letterbox_params, list_image_files, read_image
 from lightning_yolo.reporting.visualize import class_color, draw_detections, save_image
 
 NAMES = ["cat", "dog", "bird"]
@@ -46,18 +48,18 @@ def photo(height: int = 90, width: int = 150, seed: int = 0) -> torch.Tensor:
 
 
 def test_letterbox_geometry_and_pixels():
-    img = torch.full((3, 100, 50), 7, dtype=torch.uint8)  # H=100, W=50
+    img = np.full((100, 50, 3), 7, dtype=np.uint8)  # H=100, W=50
     ratio, new_hw, pad, canvas = letterbox_params((100, 50), 64)
     assert (ratio, new_hw, pad, canvas) == (0.64, (64, 32), (16, 0), (64, 64))
     out, ratio, pad = letterbox(img, 64)
-    assert out.shape == (3, 64, 64) and out.dtype == torch.uint8 and pad == (16, 0)
-    assert (out[:, :, :16] == 114).all() and (out[:, :, 48:] == 114).all() and (out[:, :, 16:48] == 7).all()
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and pad == (16, 0)
+    assert (out[:, :16] == 114).all() and (out[:, 48:] == 114).all() and (out[:, 16:48] == 7).all()
     # rect: only pad to the next multiple of 32; odd padding goes right / bottom (round(d / 2 - 0.1))
     assert letterbox_params((100, 50), 64, rect=True)[2:] == ((0, 0), (64, 32))
     assert letterbox_params((100, 45), 64, rect=True) == (0.64, (64, 29), (1, 0), (64, 32))
     # float images pad with 114 / 255; no scale-up when disabled
-    out, ratio, pad = letterbox(torch.zeros(3, 20, 40), 64, scale_up=False)
-    assert ratio == 1.0 and pad == (12, 22) and out.shape == (3, 64, 64)
+    out, ratio, pad = letterbox(np.zeros((20, 40, 3), np.float32), 64, scale_up=False)
+    assert ratio == 1.0 and pad == (12, 22) and out.shape == (64, 64, 3)
     assert out[0, 0, 0] == pytest.approx(114 / 255)
 
 
@@ -83,7 +85,7 @@ def test_predict_maps_a_known_input_box_to_original_pixels(monkeypatch, rect, ex
         return decoded
 
     monkeypatch.setattr(predictor, "decode", fake_decode)
-    (result,) = predictor.predict(torch.zeros(3, 100, 200, dtype=torch.uint8), img_size=64, rect=rect)
+    (result,) = predict(predictor, torch.zeros(3, 100, 200, dtype=torch.uint8), img_size=64, rect=rect)
     assert seen == [(1, 3, *expected_input_hw)]
     torch.testing.assert_close(result["boxes"], torch.tensor([[50.0, 30.0, 150.0, 90.0]]), atol=1e-4, rtol=0)
     torch.testing.assert_close(result["scores"], torch.tensor([0.9 * 0.95]))
@@ -95,7 +97,7 @@ def test_predict_clips_to_the_original_image(monkeypatch):
     decoded = torch.zeros(1, 1, 8)
     decoded[0, 0] = torch.tensor([-5.0, -5.0, 70.0, 70.0, 1.0, 1.0, 0.0, 0.0])  # beyond the 64 x 64 canvas
     monkeypatch.setattr(predictor, "decode", lambda images: decoded.expand(images.shape[0], -1, -1))
-    (result,) = predictor.predict(torch.zeros(3, 100, 200, dtype=torch.uint8), img_size=64, rect=False)
+    (result,) = predict(predictor, torch.zeros(3, 100, 200, dtype=torch.uint8), img_size=64, rect=False)
     assert result["boxes"].tolist() == [[0.0, 0.0, 200.0, 100.0]]
     assert "names" not in result
 
@@ -111,26 +113,26 @@ def test_predict_on_files_pil_numpy_and_tensors_agree(tmp_path, detecting_predic
     Image.fromarray(hwc).save(png)
     Image.fromarray(hwc).save(jpg, quality=95)
 
-    from_tensor = predictor.predict(img)[0]
+    from_tensor = predict(predictor, img)[0]
     assert len(from_tensor["scores"]) > 0  # the test model does detect
     assert (from_tensor["boxes"][:, 2] <= 150).all() and (from_tensor["boxes"][:, 3] <= 90).all()
     assert from_tensor["boxes"].max() > 64  # original pixels, not the 64-px input
     assert from_tensor["names"] == [NAMES[i] for i in from_tensor["labels"].tolist()]
     # lossless inputs give identical results
-    for same in (predictor.predict(png)[0], predictor.predict(Image.fromarray(hwc))[0], predictor.predict(hwc)[0]):
+    for same in (predict(predictor, png)[0], predict(predictor, Image.fromarray(hwc))[0], predict(predictor, hwc)[0]):
         torch.testing.assert_close(same["boxes"], from_tensor["boxes"])
         assert same["labels"].tolist() == from_tensor["labels"].tolist()
     # float [0, 1] tensors (resized in float, so not bit-equal to uint8) and a batch [B, 3, H, W]
-    float_batch = predictor.predict(torch.stack([img, img]).float() / 255)
+    float_batch = predict(predictor, torch.stack([img, img]).float() / 255)
     assert len(float_batch) == 2 and len(float_batch[0]["scores"]) > 0
     torch.testing.assert_close(float_batch[1]["boxes"], float_batch[0]["boxes"])
     # a JPEG decodes to nearly the same pixels: boxes within the image, same image size
-    from_jpg = predictor.predict(str(jpg))[0]
+    from_jpg = predict(predictor, str(jpg))[0]
     assert len(from_jpg["scores"]) > 0 and (from_jpg["boxes"][:, 2] <= 150).all()
     # folder and glob: sorted files, one result each, order kept in a mixed list
     assert [p.name for p in list_image_files(tmp_path)] == ["a.png", "b.jpg"]
-    assert len(predictor.predict(tmp_path)) == 2 and len(predictor.predict(str(tmp_path / "*.png"))) == 1
-    mixed = predictor.predict([png, img, Image.fromarray(hwc)], batch_size=2)
+    assert len(predict(predictor, tmp_path)) == 2 and len(predict(predictor, str(tmp_path / "*.png"))) == 1
+    mixed = predict(predictor, [png, img, Image.fromarray(hwc)], batch_size=2)
     assert len(mixed) == 3
     for m in mixed:  # batch size changes conv kernels: equal up to float rounding
         torch.testing.assert_close(m["boxes"], from_tensor["boxes"], atol=1e-3, rtol=1e-5)
@@ -139,8 +141,8 @@ def test_predict_on_files_pil_numpy_and_tensors_agree(tmp_path, detecting_predic
 def test_predict_batches_images_of_different_sizes(detecting_predictor):
     predictor = detecting_predictor
     big, small = photo(90, 150, seed=1), photo(40, 30, seed=2)
-    together = predictor.predict([big, small], batch_size=2)
-    alone = [predictor.predict(big)[0], predictor.predict(small)[0]]
+    together = predict(predictor, [big, small], batch_size=2)
+    alone = [predict(predictor, big)[0], predict(predictor, small)[0]]
     for t, a in zip(together, alone, strict=True):
         # padding right / bottom to the batch's canvas does not move boxes (it only adds grey context)
         assert len(t["scores"]) > 0 and len(a["scores"]) > 0
@@ -150,27 +152,27 @@ def test_predict_batches_images_of_different_sizes(detecting_predictor):
 def test_predict_input_errors(tmp_path):
     predictor = YOLOPredictor(create_model("yolov4_pico", num_classes=3))
     with pytest.raises(ValueError, match=r"float images must be in \[0, 1\].*255"):
-        predictor.predict(torch.full((3, 32, 32), 255.0))
+        predict(predictor, torch.full((3, 32, 32), 255.0))
     with pytest.raises(ValueError, match=r"\[3, H, W\].*\[4, 32, 32\]"):
-        predictor.predict(torch.zeros(4, 32, 32))
+        predict(predictor, torch.zeros(4, 32, 32))
     with pytest.raises(FileNotFoundError, match="nothing_here"):
-        predictor.predict(tmp_path / "nothing_here.jpg")
+        predict(predictor, tmp_path / "nothing_here.jpg")
     with pytest.raises(TypeError, match="cannot predict on a int"):
-        predictor.predict(3)
+        predict(predictor, 3)
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="bad.jpg"):
-        read_image(tmp_path / "bad.jpg")
+        decode_image(tmp_path / "bad.jpg")
 
 
-def test_read_image_rgb_and_exif_orientation(tmp_path):
+def test_decode_image_rgb_and_exif_orientation(tmp_path):
     hwc = photo(20, 30).permute(1, 2, 0).numpy()
     Image.fromarray(hwc[..., 0]).save(tmp_path / "grey.png")
-    assert read_image(tmp_path / "grey.png").shape == (3, 20, 30)
+    assert decode_image(tmp_path / "grey.png").shape == (20, 30, 3)
     im = Image.fromarray(hwc)
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     im.save(tmp_path / "rot.jpg", exif=exif)
-    assert read_image(tmp_path / "rot.jpg").shape == (3, 30, 20)
+    assert decode_image(tmp_path / "rot.jpg").shape == (30, 20, 3)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -212,7 +214,7 @@ def test_from_checkpoint_rebuilds_the_network(tmp_path, with_meta):
     ckpt = torch.load(path, weights_only=True)
     ckpt["datamodule_hyper_parameters"] = {"img_size": 96, "batch_size": 8}  # what a YOLODataModule stores
     torch.save(ckpt, path)
-    predictor = YOLOPredictor.from_checkpoint(path, score_thresh=0.1)
+    predictor = load_predictor(path, score_thresh=0.1)
     assert predictor.class_names == NAMES and predictor.nms_kind == "greedy" and predictor.nms_iou_thresh == 0.5
     assert predictor.score_thresh == 0.1 and predictor.img_size == 96 and predictor.model.cfg.sam
     images = torch.rand(2, 3, 64, 64)
@@ -224,7 +226,7 @@ def test_from_checkpoint_rebuilds_the_network(tmp_path, with_meta):
 def test_from_plain_state_dict(tmp_path):
     model = create_model("yolov4_pico", num_classes=5).eval()
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    predictor = YOLOPredictor.from_checkpoint(tmp_path / "weights.pt", model_name="yolov4_pico")
+    predictor = load_predictor(tmp_path / "weights.pt", model_name="yolov4_pico")
     assert predictor.num_classes == 5  # read from the head's shape
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -233,26 +235,26 @@ def test_from_plain_state_dict(tmp_path):
 
 def test_from_checkpoint_errors_name_path_and_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        YOLOPredictor.from_checkpoint(tmp_path / "missing.ckpt")
+        load_predictor(tmp_path / "missing.ckpt")
     model = create_model("yolov4_pico", num_classes=3)
     torch.save(model.state_dict(), tmp_path / "plain.pt")
     with pytest.raises(ValueError, match=r"plain.pt.*model_name"):
-        YOLOPredictor.from_checkpoint(tmp_path / "plain.pt")
+        load_predictor(tmp_path / "plain.pt")
     ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "hyper_parameters": {}}
     torch.save(ckpt, tmp_path / "no_name.ckpt")
     with pytest.raises(ValueError, match=r"no_name.ckpt.*'model_name'"):
-        YOLOPredictor.from_checkpoint(tmp_path / "no_name.ckpt")
+        load_predictor(tmp_path / "no_name.ckpt")
     torch.save(
         {"state_dict": {"loss.x": torch.zeros(1)}, "hyper_parameters": {"model_name": "yolov4_pico"}},
         tmp_path / "no_model.ckpt",
     )
     with pytest.raises(ValueError, match=r"no_model.ckpt.*'model\.'"):
-        YOLOPredictor.from_checkpoint(tmp_path / "no_model.ckpt")
+        load_predictor(tmp_path / "no_model.ckpt")
     (tmp_path / "text.ckpt").write_text("hello")
-    with pytest.raises(ValueError, match=r"text.ckpt.*cannot be read"):
-        YOLOPredictor.from_checkpoint(tmp_path / "text.ckpt")
+    with pytest.raises(ValueError, match=r"text.ckpt.*not a complete PyTorch checkpoint"):
+        load_predictor(tmp_path / "text.ckpt")
     with pytest.raises(ValueError, match=r"plain.pt.*do not fit"):
-        YOLOPredictor.from_checkpoint(tmp_path / "plain.pt", model_name="yolov4_pico", num_classes=4)
+        load_predictor(tmp_path / "plain.pt", model_name="yolov4_pico", num_classes=4)
 
 
 # ---------------------------------------------------------------------------------------------- drawing
@@ -274,14 +276,14 @@ def test_draw_detections_tensor_and_numpy(tmp_path):
     with pytest.raises(ValueError, match="label 3 has no name"):
         draw_detections(img, boxes, [3], class_names=NAMES)
     path = save_image(out, tmp_path / "out" / "drawn.png")
-    assert torch.equal(read_image(path), out)
+    assert torch.equal(torch.from_numpy(decode_image(path)).permute(2, 0, 1), out)
 
 
 def test_fused_channels_last_predictor_predicts_the_same(detecting_predictor):
     img = photo(90, 150, seed=3)
-    expected = detecting_predictor.predict(img)[0]
+    expected = predict(detecting_predictor, img)[0]
     fused = YOLOPredictor(detecting_tiny(), score_thresh=0.3, nms_kind="greedy", img_size=64).fuse()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())  # timm BatchNormAct2d too
-    got = fused.predict(img)[0]
+    got = predict(fused, img)[0]
     assert got["labels"].tolist() == expected["labels"].tolist()
     torch.testing.assert_close(got["boxes"], expected["boxes"], atol=1e-2, rtol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from lightning_yolo import YOLOPredictor
+from lightning_yolo import load_predictor
 from lightning_yolo.commands.cli import build_cli
 from lightning_yolo.callbacks.recipe import EMA, AutoAnchor, TimeBudget, _RampedEMAFn, best_possible_recall
 
@@ -65,7 +65,7 @@ def test_ema_validates_and_saves_the_average_which_follows_the_model_early(tmp_p
     # ramped: the average sits much closer to the raw weights than to the initial ones
     assert (avg_w - cur_w).abs().mean() < 0.1 * (avg_w - init[key]).abs().mean()
     # the saved (averaged) weights are what a predictor loads
-    pred = YOLOPredictor.from_checkpoint(next(tmp_path.rglob("last.ckpt")))
+    pred = load_predictor(next(tmp_path.rglob("last.ckpt")))
     assert torch.equal(pred.model.state_dict()["head.preds.0.weight"], avg_w)
 
 
@@ -114,7 +114,7 @@ def test_auto_anchor_replaces_bad_anchors_and_keeps_good_ones(tmp_path):
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert torch.allclose(ckpt["state_dict"]["model.anchors.anchors"], new)
     assert torch.allclose(torch.tensor(ckpt["lightning_yolo"]["model_cfg"]["anchors"]), new, atol=1e-3)
-    assert torch.allclose(YOLOPredictor.from_checkpoint(ckpt_path).model.anchors.anchors, new)
+    assert torch.allclose(load_predictor(ckpt_path).model.anchors.anchors, new)
 
     # good: the default (small) anchors of the pico model fit the synthetic shapes -> kept
     check2 = AutoAnchor(bpr_thresh=0.98)

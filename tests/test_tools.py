@@ -13,8 +13,8 @@ import yaml
 from lightning_yolo import YOLOModule, create_model
 from lightning_yolo.commands.cli import main
 from lightning_yolo.data.synthetic import make_synthetic_dataset
+from lightning_yolo.inference.checkpoint import load_predictor
 from lightning_yolo.inference.export import export_module
-from lightning_yolo.models.predictor import YOLOPredictor
 from lightning_yolo.commands.anchors import anchors_main, format_anchors_yaml
 from lightning_yolo.commands.export import export_main
 
@@ -70,7 +70,7 @@ def test_export_onnx_with_nms_matches_pytorch(ckpt, tmp_path, capsys):
     assert json.loads(meta["class_names"]) == CLASSES and json.loads(meta["img_size"]) == 128
     x = images(3)  # dynamic batch: exported with 2, run with 3
     dets, counts = session.run(None, {"images": x.numpy()})
-    predictor = YOLOPredictor.from_checkpoint(ckpt, nms_kind="greedy", max_det=50)
+    predictor = load_predictor(ckpt, nms_kind="greedy", max_det=50)
     reference, _ = export_module(predictor, with_nms=True)
     with torch.no_grad():
         ref_dets, ref_counts = reference(x)
@@ -87,7 +87,7 @@ def test_export_onnx_decoded_and_torchscript_match_pytorch(ckpt, tmp_path):
 
     onnx_path = export_main([str(ckpt), "--output", str(tmp_path / "dec.onnx")])
     ts_path = export_main([str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "dec.torchscript")])
-    reference, _ = export_module(YOLOPredictor.from_checkpoint(ckpt))
+    reference, _ = export_module(load_predictor(ckpt))
     x = images(2)
     with torch.no_grad():
         expected = reference(x)

@@ -1,37 +1,46 @@
-"""Loading weights for fine-tuning: every tensor whose name and shape match, with a report of the rest."""
+"""The one reader of checkpoint files: networks for inference, weights for fine-tuning.
+
+* :func:`load_checkpoint_dict`: ``torch.load(weights_only=True)`` with errors that name the file (the CLI, the
+  module and everything below read through it);
+* :func:`split_checkpoint`: the network weights and hyper-parameters of a ``YOLOModule`` checkpoint (Lightning's
+  layout: ``state_dict`` with ``model.``-prefixed network keys, ``hyper_parameters``, and this package's
+  ``lightning_yolo`` entry with the full ``model_cfg``) or of a plain ``state_dict`` file;
+* :func:`load_predictor` (also :func:`lightning_yolo.load_predictor`): a :class:`YOLOPredictor` rebuilt from such a
+  file, without Lightning;
+* :func:`load_matching_weights`: fine-tuning initialisation, every tensor whose name and shape match.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import zipfile
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "check_checkpoint_file", "load_checkpoint_dict", "load_matching_weights", "read_state_dict"]
+from ..models.config import ModelCfg
+from ..models.factory import create_model
+from ..models.predictor import YOLOPredictor
+from ..models.weights import LoadReport
+from ..models.yolo import YOLOv4
+
+__all__ = [
+    "LoadReport",
+    "check_checkpoint_file",
+    "load_checkpoint_dict",
+    "load_matching_weights",
+    "load_predictor",
+    "read_state_dict",
+    "split_checkpoint",
+]
+
+#: Prefix of the network's weights inside a YOLOModule checkpoint (the module's attribute ``model``).
+MODEL_PREFIX = "model."
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_matching_weights` did, by state-dict key."""
-
-    loaded: list[str] = field(default_factory=list)
-    shape_mismatch: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    head_reinitialised: bool = False
-
-    def summary(self) -> str:
-        return (
-            f"loaded {len(self.loaded)} tensors, {len(self.shape_mismatch)} skipped for shape mismatch "
-            f"{self.shape_mismatch[:4]}, {len(self.missing)} not in the file {self.missing[:4]}, "
-            f"{len(self.unexpected)} unused {self.unexpected[:4]}; head re-initialised: {self.head_reinitialised}"
-        )
 
 
 def check_checkpoint_file(path: str | os.PathLike) -> None:
@@ -85,7 +94,47 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def read_state_dict(path: str | os.PathLike, prefix: str = "model.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def split_checkpoint(
+    obj: dict[str, Any], path: str | os.PathLike, prefix: str = MODEL_PREFIX
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The network weights of a loaded checkpoint dict.
+
+    Args:
+        obj: :func:`load_checkpoint_dict` output.
+        path: the file (for error messages).
+        prefix: key prefix of the network inside a Lightning checkpoint (``YOLOModule.model``).
+
+    Returns:
+        ``(state_dict, hyper_parameters)`` with the network keys unprefixed; ``hyper_parameters`` is ``None`` for a
+        plain ``state_dict`` file (whose keys may also carry ``prefix``).
+
+    Raises:
+        ValueError: neither layout, or no network weights; the message names ``path`` and the key.
+    """
+    path = os.fspath(path)
+    if "state_dict" in obj or "hyper_parameters" in obj:
+        for key in ("state_dict", "hyper_parameters"):
+            if not isinstance(obj.get(key), dict):
+                raise ValueError(f"{path}: checkpoint has no {key!r} dict (keys: {sorted(obj)[:8]})")
+        state = {k[len(prefix) :]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(
+                f"{path}: 'state_dict' has no {prefix!r}-prefixed network weights "
+                f"(first keys: {list(obj['state_dict'])[:4]})"
+            )
+        return state, dict(obj["hyper_parameters"])
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(state) != len(obj) or not state:
+        raise ValueError(
+            f"{path}: neither a YOLOModule checkpoint (keys 'state_dict', 'hyper_parameters') nor a "
+            f"state_dict of tensors (keys: {list(obj)[:8]})"
+        )
+    if all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state, None
+
+
+def read_state_dict(path: str | os.PathLike, prefix: str = MODEL_PREFIX) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a network state dict from a Lightning checkpoint of this package or a plain ``state_dict`` file.
 
     Args:
@@ -95,21 +144,121 @@ def read_state_dict(path: str | os.PathLike, prefix: str = "model.") -> tuple[di
     Returns:
         ``(state_dict, hyper_parameters)``; the hyper-parameters are empty for a plain state dict.
     """
-    path = os.fspath(path)
-    obj = load_checkpoint_dict(path)
-    hparams: dict[str, Any] = dict(obj.get("hyper_parameters") or {})
-    if "state_dict" in obj:
-        sd = obj["state_dict"]
-        if not isinstance(sd, dict):
-            raise ValueError(f"{path}: key 'state_dict' is a {type(sd).__name__}, expected a dict of tensors")
-    else:
-        sd = obj
-    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise ValueError(f"{path}: holds no tensors (keys {list(obj)[:6]})")
-    if any(k.startswith(prefix) for k in tensors):
-        tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return tensors, hparams
+    state, hparams = split_checkpoint(load_checkpoint_dict(path), path, prefix)
+    return state, hparams or {}
+
+
+def load_predictor(
+    path: str | os.PathLike,
+    model_name: str | None = None,
+    num_classes: int | None = None,
+    map_location: str | torch.device = "cpu",
+    **settings: Any,
+) -> YOLOPredictor:
+    """Rebuild a :class:`YOLOPredictor` from a ``YOLOModule`` checkpoint or a plain network ``state_dict``.
+
+    The file is read by :func:`load_checkpoint_dict` (``weights_only=True``); the network is rebuilt from the
+    checkpoint's ``lightning_yolo.model_cfg`` when present, else from ``hyper_parameters`` as
+    ``create_model(model_name, num_classes, **model_overrides)``, and loaded from the ``model.``-prefixed
+    weights (loss and metric entries are ignored). A plain ``state_dict`` file (network keys, optionally
+    ``model.``-prefixed) needs ``model_name``; ``num_classes`` is then read from the head's shape.
+    ``pretrained_backbone`` paths stored in a checkpoint are not opened: the weights come from the checkpoint.
+
+    Args:
+        path: ``.ckpt`` written by the Trainer, or ``torch.save(model.state_dict())`` output.
+        model_name: variant name; required for a plain ``state_dict``, overrides the checkpoint's otherwise.
+        num_classes: class count; checked against the weights.
+        map_location: device the network is moved to.
+        **settings: :class:`YOLOPredictor` settings (``score_thresh``, ``nms_kind``, ``class_names``,
+            ``img_size``, ...); the checkpoint's ``class_names``, ``nms_iou_thresh``, ``nms_kind`` and
+            ``img_size`` are the defaults, the rest come from :data:`lightning_yolo.ops.postprocess.DEFAULTS`
+            (``score_thresh`` 0.25, the predict threshold, not the checkpoint's validation 0.001).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not such a checkpoint; the message names ``path`` and the missing key.
+
+    Example:
+        >>> predictor = load_predictor("runs/detect/train/checkpoints/last.ckpt").fuse()  # Conv+BN folded
+        >>> results = lightning_yolo.predict(predictor, "photos/*.jpg")  # boxes in each photo's pixels
+    """
+    ckpt = load_checkpoint_dict(path)
+    state, hparams = split_checkpoint(ckpt, path)
+    model = _build_model(os.fspath(path), ckpt, hparams, state, model_name, num_classes)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        name = model_name or (hparams or {}).get("model_name") or "network"
+        raise ValueError(f"{os.fspath(path)}: weights do not fit the rebuilt {name}: {err}") from err
+    model.to(map_location).eval()
+
+    hparams = hparams or {}
+    meta = ckpt.get("lightning_yolo") if isinstance(ckpt.get("lightning_yolo"), dict) else {}
+    found: dict[str, Any] = {}
+    for key in ("nms_iou_thresh", "nms_kind"):
+        if hparams.get(key) is not None:
+            found[key] = hparams[key]
+    # the training / validation size: the module's hyper-parameters, else the DataModule's (Lightning stores
+    # them as 'datamodule_hyper_parameters')
+    data_hparams = ckpt.get("datamodule_hyper_parameters")
+    for source in (hparams, data_hparams if isinstance(data_hparams, dict) else {}):
+        if source.get("img_size") is not None and "img_size" not in found:
+            found["img_size"] = source["img_size"]
+    names = meta.get("class_names") or hparams.get("class_names")
+    if names:
+        found["class_names"] = list(names)
+    found.update(settings)
+    return YOLOPredictor(model, **found)
+
+
+def _build_model(
+    path: str,
+    ckpt: dict[str, Any],
+    hparams: dict[str, Any] | None,
+    state: dict[str, torch.Tensor],
+    model_name: str | None,
+    num_classes: int | None,
+) -> YOLOv4:
+    """The network described by a checkpoint (``hparams`` is ``None`` for a plain state_dict), weights not loaded."""
+    is_lightning = hparams is not None
+    hparams = hparams or {}
+    meta = ckpt.get("lightning_yolo")
+    if model_name is None and isinstance(meta, dict) and isinstance(meta.get("model_cfg"), dict):
+        # the full configuration: rebuilds even if the named variant changed or no longer exists
+        try:
+            cfg = ModelCfg.from_dict(meta["model_cfg"])
+        except TypeError as err:
+            raise ValueError(f"{path}: 'lightning_yolo.model_cfg' is not a valid ModelCfg: {err}") from err
+        classes = int(num_classes if num_classes is not None else meta.get("num_classes", hparams.get("num_classes")))
+        return YOLOv4(dataclasses.replace(cfg, pretrained_backbone=None), classes)
+
+    name = model_name if model_name is not None else hparams.get("model_name")
+    if name is None:
+        where = (
+            "hyper_parameters has no key 'model_name'" if is_lightning else "a plain state_dict needs model_name=..."
+        )
+        raise ValueError(f"{path}: cannot rebuild the network: {where}")
+    if num_classes is None:
+        num_classes = hparams.get("num_classes")
+    if num_classes is None:
+        if is_lightning:
+            raise ValueError(f"{path}: hyper_parameters has no key 'num_classes'")
+        num_classes = _num_classes_from_state(path, state)
+    overrides = dict(hparams.get("model_overrides") or {})
+    overrides["pretrained_backbone"] = None  # weights come from the checkpoint; never open a stale backbone path
+    return create_model(name, int(num_classes), **overrides)
+
+
+def _num_classes_from_state(path: str, state: dict[str, torch.Tensor]) -> int:
+    """``C`` from the first prediction bias ``[A * (5 + C)]`` and the anchor buffer ``[L, A, 2]``."""
+    bias, anchors = state.get("head.preds.0.bias"), state.get("anchors.anchors")
+    if bias is None or anchors is None:
+        missing = "head.preds.0.bias" if bias is None else "anchors.anchors"
+        raise ValueError(f"{path}: state_dict has no key {missing!r}; pass num_classes=...")
+    per_anchor, rest = divmod(bias.numel(), anchors.shape[1])
+    if rest or per_anchor < 6:
+        raise ValueError(f"{path}: head.preds.0.bias has {bias.numel()} values, not A*(5+C) for A={anchors.shape[1]}")
+    return per_anchor - 5
 
 
 @torch.no_grad()

@@ -14,12 +14,14 @@ input                                     graph outputs (``B`` dynamic, ``H, W``
 ========================================  =============================================================
 
 The graph input ``images`` is float32 ``[B, 3, H, W]`` RGB in ``[0, 1]``, already letterboxed to ``H x W``
-(see :func:`lightning_yolo.ops.image.letterbox`); boxes come out in those input pixels.
+(see :func:`lightning_yolo.data.image_io.letterbox`); boxes come out in those input pixels.
 
 NMS in the graph is **greedy IoU NMS** (``torchvision.ops.batched_nms``, exported to ONNX ``NonMaxSuppression``),
 whatever the predictor's ``nms_kind``: DIoU-NMS resolves suppressions with a data-dependent number of steps and has
-no static-graph form. Thresholds, ``max_det``, ``class_agnostic`` and ``multi_label`` come from the predictor and are
-baked into the graph. For DIoU-NMS, export the decoded output and run
+no static-graph form. Thresholds, ``max_det``, ``max_nms``, ``class_agnostic`` and ``multi_label`` come from the
+predictor and are baked into the graph. The graph is built from the same functions as eager post-processing
+(:func:`lightning_yolo.ops.postprocess.select_candidates`, :func:`~lightning_yolo.ops.postprocess.nms_groups`,
+:func:`lightning_yolo.ops.nms.group_offset_boxes`, :func:`~lightning_yolo.ops.postprocess.cap_per_image`). For DIoU-NMS, export the decoded output and run
 :func:`lightning_yolo.ops.postprocess.postprocess` on it.
 
 Two ONNX exporters give the same graphs (both tested against onnxruntime, dynamic batch and NMS included):
@@ -30,13 +32,14 @@ deprecates in favour of ``torch.export``; the traced file runs with ``torch.jit.
 
 Example::
 
-    predictor = YOLOPredictor.from_checkpoint("last.ckpt", score_thresh=0.25, nms_kind="greedy")
+    predictor = lightning_yolo.load_predictor("last.ckpt", nms_kind="greedy")
     export_onnx(predictor, "yolo.onnx", img_size=640, with_nms=True)
 
     import onnxruntime as ort
     session = ort.InferenceSession("yolo.onnx")
-    image, ratio, pad = letterbox(read_image("photo.jpg"), 640)          # lightning_yolo.ops.image
-    detections, num_detections = session.run(None, {"images": (image[None].float() / 255).numpy()})
+    image, ratio, pad, (H, W) = load_letterboxed("photo.jpg", 640)      # lightning_yolo.data.image_io
+    images = (image.transpose(2, 0, 1)[None] / 255.0).astype("float32")
+    detections, num_detections = session.run(None, {"images": images})
     # rows 0..num_detections[0]-1 of detections[0]: x1, y1, x2, y2 (input px), score, label;
     # original pixels: lightning_yolo.ops.boxes.scale_boxes_to_original(boxes, ratio, pad, (H, W))
 """
@@ -54,6 +57,8 @@ from torchvision import ops as tv_ops
 
 from ..models.predictor import YOLOPredictor
 from ..models.yolo import YOLOv4
+from ..ops.nms import group_offset_boxes
+from ..ops.postprocess import DEFAULTS, cap_per_image, nms_groups, select_candidates
 
 __all__ = [
     "RawOutputs",
@@ -76,7 +81,7 @@ def postprocess_padded(
     max_det: int,
     class_agnostic: bool = False,
     multi_label: bool = False,
-    pre_nms_topk: int = 10000,
+    pre_nms_topk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy-NMS post-processing with fixed-size, traceable outputs (the in-graph twin of ``postprocess``).
 
@@ -92,49 +97,32 @@ def postprocess_padded(
         max_det: rows per image in the output.
         class_agnostic: one NMS group per image.
         multi_label: every (box, class) pair is a candidate, not only each box's best class.
-        pre_nms_topk: candidates per image entering NMS.
+        pre_nms_topk: candidates per image entering NMS (default ``DEFAULTS.max_nms``).
 
     Returns:
         ``detections``: ``[B, max_det, 6]`` float (x1, y1, x2, y2, score, label) by decreasing score, padding rows
         ``(0, 0, 0, 0, 0, -1)``; ``num_detections``: ``[B]`` int64 valid rows per image.
     """
-    batch, num_boxes, width = decoded.shape[0], decoded.shape[1], decoded.shape[2]
-    num_classes = width - 5
-    class_scores = decoded[..., 4:5] * decoded[..., 5:]  # [B, N, C]
-    if multi_label:
-        flat = class_scores.flatten(1)  # [B, N*C], index = box * C + class
-        top_scores, top_flat = flat.topk(min(pre_nms_topk, num_boxes * num_classes), dim=1)
-        top_box = torch.div(top_flat, num_classes, rounding_mode="floor")
-        top_label = top_flat - top_box * num_classes
-    else:
-        best_scores, best_labels = class_scores.max(-1)  # [B, N]
-        top_scores, top_box = best_scores.topk(min(pre_nms_topk, num_boxes), dim=1)
-        top_label = best_labels.gather(1, top_box)
-    num_cand = top_scores.shape[1]  # [B, K] candidates per image, K fixed for a fixed input size
-
-    image_idx = torch.arange(batch, device=decoded.device).unsqueeze(1).expand_as(top_box)  # [B, K]
-    boxes = decoded.gather(1, top_box.unsqueeze(-1).expand(-1, -1, 4).contiguous())  # [B, K, 4]
-    flat_scores, flat_labels, flat_image = top_scores.reshape(-1), top_label.reshape(-1), image_idx.reshape(-1)
+    batch, num_classes = decoded.shape[0], decoded.shape[2] - 5
+    max_nms = DEFAULTS.max_nms if pre_nms_topk is None else int(pre_nms_topk)
+    top_scores, top_box, top_label = select_candidates(decoded, max_nms, multi_label)  # [B, K]
+    num_cand = top_scores.shape[1]  # K fixed for a fixed input size
+    boxes = decoded[..., :4].gather(1, top_box.unsqueeze(-1).expand(-1, -1, 4).contiguous())  # [B, K, 4]
+    flat_scores = top_scores.reshape(-1)
 
     # NMS only over candidates above the threshold (fewer boxes; below-threshold boxes could only suppress boxes
     # that score even lower, so dropping them first does not change the result)
     cand = (flat_scores > score_thresh).nonzero().squeeze(1)
-    cand_groups = flat_image[cand] if class_agnostic else flat_image[cand] * num_classes + flat_labels[cand]
-    cand_boxes = boxes.reshape(-1, 4)[cand]
-    # torchvision's coordinate trick (what batched_nms traces to): shift each group to its own region so a single
-    # NMS never lets groups interact. Called directly because batched_nms branches on the box count, which
-    # torch.export cannot decide for a data-dependent size. The spacing is the full coordinate span (max - min + 1)
-    # rather than torchvision's max + 1, which lets groups overlap when decoded boxes reach negative coordinates.
-    # Extremes over all top-k boxes: never an empty reduction, whatever passes the threshold.
-    offsets = cand_groups.to(cand_boxes.dtype) * (boxes.max() - boxes.min() + 1)
-    keep = cand[tv_ops.nms(cand_boxes + offsets[:, None], flat_scores[cand], nms_iou_thresh)]
+    image_idx = torch.div(cand, num_cand, rounding_mode="floor")
+    groups = nms_groups(image_idx, top_label.reshape(-1)[cand], num_classes, class_agnostic)
+    # the class-offset trick, called directly because torchvision's batched_nms branches on the box count, which
+    # torch.export cannot decide for a data-dependent size; the span is taken over all top-k boxes, never an empty
+    # reduction whatever passes the threshold
+    span = boxes.max() - boxes.min() + 1
+    keep = cand[tv_ops.nms(group_offset_boxes(boxes.reshape(-1, 4)[cand], groups, span), flat_scores[cand],
+                           nms_iou_thresh)]  # fmt: skip
 
-    kept = torch.zeros_like(flat_scores).scatter(0, keep, torch.ones_like(keep, dtype=flat_scores.dtype))
-    kept = kept.view(batch, num_cand) > 0
-    # kept candidates keep their score, the rest sort below every kept one
-    ranked = torch.where(kept, top_scores, torch.full_like(top_scores, -1.0))
-    out_scores, order = ranked.topk(min(max_det, num_cand), dim=1)  # [B, D]
-    valid = out_scores >= 0
+    out_scores, order, valid = cap_per_image(keep, top_scores, max_det)  # [B, D]
     out_boxes = boxes.gather(1, order.unsqueeze(-1).expand(-1, -1, 4).contiguous())
     out_labels = top_label.gather(1, order)
     zeros = torch.zeros_like(out_scores)
@@ -179,13 +167,15 @@ class DecodedOutputs(nn.Module):
 class PaddedDetections(nn.Module):
     """Export wrapper: ``images -> (detections [B, max_det, 6], num_detections [B])`` with greedy NMS in the graph.
 
-    Thresholds, ``max_det``, ``class_agnostic`` and ``multi_label`` are read from the predictor.
+    Thresholds, ``max_det``, ``max_nms`` (unless ``pre_nms_topk`` is given), ``class_agnostic`` and
+    ``multi_label`` are read from the predictor.
     """
 
-    def __init__(self, predictor: YOLOPredictor, pre_nms_topk: int = 10000) -> None:
+    def __init__(self, predictor: YOLOPredictor, pre_nms_topk: int | None = None) -> None:
         super().__init__()
         self.predictor = predictor
-        self.pre_nms_topk = int(pre_nms_topk)
+        # default: the predictor's own max_nms, so the graph keeps the candidates eager inference keeps
+        self.pre_nms_topk = int(predictor.max_nms if pre_nms_topk is None else pre_nms_topk)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.predictor
@@ -201,7 +191,10 @@ class PaddedDetections(nn.Module):
 
 
 def export_module(
-    predictor_or_model: YOLOPredictor | YOLOv4, with_nms: bool = False, fuse: bool = True, pre_nms_topk: int = 10000
+    predictor_or_model: YOLOPredictor | YOLOv4,
+    with_nms: bool = False,
+    fuse: bool = True,
+    pre_nms_topk: int | None = None,
 ) -> tuple[nn.Module, list[str]]:
     """The eval-mode module that export traces, and its output names.
 
@@ -211,7 +204,7 @@ def export_module(
         predictor_or_model: a :class:`YOLOv4` (raw maps) or a :class:`YOLOPredictor` (decoded or detections).
         with_nms: greedy NMS in the graph (predictor only).
         fuse: fold Conv+BN (:meth:`YOLOv4.fuse`).
-        pre_nms_topk: candidates per image entering NMS (``with_nms`` only).
+        pre_nms_topk: candidates per image entering NMS (``with_nms`` only; default the predictor's ``max_nms``).
 
     Returns:
         ``(module, output_names)``.
@@ -281,7 +274,7 @@ def export_onnx(
     with_nms: bool = False,
     opset: int = DEFAULT_OPSET,
     fuse: bool = True,
-    pre_nms_topk: int = 10000,
+    pre_nms_topk: int | None = None,
     exporter: str = "torchscript",
 ) -> Path:
     """Export to ONNX (see the module docstring for the outputs of each kind).
@@ -294,7 +287,7 @@ def export_onnx(
         with_nms: greedy NMS and fixed-size padded detections in the graph (predictor only).
         opset: ONNX opset (>= 11 for ``NonMaxSuppression``; the dynamo exporter needs >= 18).
         fuse: fold Conv+BN on a copy of the network before export.
-        pre_nms_topk: candidates per image entering NMS.
+        pre_nms_topk: candidates per image entering NMS (default the predictor's ``max_nms``).
         exporter: ``"torchscript"`` (``torch.onnx.export(dynamo=False)``) or ``"dynamo"`` (``torch.export``).
 
     Returns:
@@ -352,7 +345,7 @@ def export_torchscript(
     img_size: int | tuple[int, int] = 640,
     with_nms: bool = False,
     fuse: bool = True,
-    pre_nms_topk: int = 10000,
+    pre_nms_topk: int | None = None,
 ) -> Path:
     """Export with ``torch.jit.trace`` (same outputs as :func:`export_onnx`, batch dynamic, ``H, W`` as traced).
 
@@ -364,7 +357,7 @@ def export_torchscript(
         img_size: ``H`` or ``(H, W)`` traced with, multiples of 32.
         with_nms: greedy NMS and padded detections (predictor only).
         fuse: fold Conv+BN on a copy first.
-        pre_nms_topk: candidates per image entering NMS.
+        pre_nms_topk: candidates per image entering NMS (default the predictor's ``max_nms``).
 
     Returns:
         The written path.

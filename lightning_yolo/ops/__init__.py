@@ -23,7 +23,7 @@ from .iou import (
     shape_iou,
 )
 from .nms import batched_nms, diou_nms, diou_nms_suppression
-from .postprocess import NMS_KINDS, decode_outputs, postprocess
+from .postprocess import DEFAULTS, NMS_KINDS, InferenceDefaults, decode_outputs, postprocess
 
 __all__ = [
     "MAX_LOG_WH",
@@ -44,6 +44,8 @@ __all__ = [
     "batched_nms",
     "diou_nms",
     "diou_nms_suppression",
+    "DEFAULTS",
+    "InferenceDefaults",
     "NMS_KINDS",
     "decode_outputs",
     "postprocess",

@@ -9,15 +9,34 @@ from __future__ import annotations
 import torch
 from torchvision import ops as tv_ops
 
-__all__ = ["batched_nms", "diou_nms", "diou_nms_suppression"]
+__all__ = ["batched_nms", "diou_nms", "diou_nms_suppression", "group_offset_boxes"]
 
 # diou_nms resolves the greedy pass block by block in score order; a block's rows are compared with the rest of
 # their groups only, so memory is O(block * group size) and never O(N^2).
 _BLOCK = 256
 
 
+def group_offset_boxes(boxes: torch.Tensor, groups: torch.Tensor, span: torch.Tensor | float) -> torch.Tensor:
+    """The class-offset trick: shift each group's boxes to their own region so that one NMS never lets groups meet.
+
+    Group ``g`` moves by ``g * span``; ``span`` must exceed the extent of all boxes (``max - min + 1`` over every
+    coordinate). torchvision spaces by ``max + 1``, which lets groups overlap when boxes reach negative coordinates
+    (unclipped decoded boxes do). IoU does not change under a shift. Pure tensor code: used by eager greedy NMS
+    (:func:`batched_nms`) and inside the exported graph (:func:`lightning_yolo.inference.export.postprocess_padded`).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy.
+        groups: ``[N]`` int group ids (:func:`lightning_yolo.ops.postprocess.nms_groups`).
+        span: scalar spacing between groups.
+
+    Returns:
+        ``[N, 4]`` shifted boxes.
+    """
+    return boxes + (groups.to(boxes.dtype) * span)[:, None]
+
+
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_thresh: float) -> torch.Tensor:
-    """Greedy class-aware NMS (``torchvision.ops.batched_nms``): drops a box whose IoU with a kept box > thresh.
+    """Greedy class-aware NMS (as ``torchvision.ops.batched_nms``): drops a box whose IoU with a kept box > thresh.
 
     Args:
         boxes: ``[N, 4]`` xyxy.
@@ -30,11 +49,12 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    # torchvision picks per group NMS for many boxes (one nms over 20k boxes of 80 classes compares every pair: 0.46 s
-    # against 0.02 s) and its coordinate trick for few; that trick spaces the groups by max + 1, which lets groups
-    # overlap when boxes have negative coordinates (unclipped decoded boxes do). IoU does not change under a shift,
-    # and with every coordinate >= 0 the spacing keeps groups disjoint.
-    return tv_ops.batched_nms(boxes - boxes.min().clamp(max=0), scores, idxs, iou_thresh)
+    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 20000):
+        # many boxes: torchvision's loop over groups (one nms over 20k boxes of 80 classes compares every pair)
+        return tv_ops.batched_nms(boxes, scores, idxs, iou_thresh)
+    # few boxes: one nms over group-shifted boxes, the same trick as the exported graph
+    span = boxes.max() - boxes.min() + 1
+    return tv_ops.nms(group_offset_boxes(boxes, idxs, span), scores, iou_thresh)
 
 
 def diou_nms_suppression(boxes1: torch.Tensor, boxes2: torch.Tensor, beta: float = 0.6) -> torch.Tensor:

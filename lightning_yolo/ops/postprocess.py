@@ -1,23 +1,79 @@
-"""Raw head maps -> decoded boxes and probabilities -> per-image detections.
+"""Raw head maps -> decoded boxes and probabilities -> per-image detections, and the inference defaults.
 
 ``decode_outputs`` is pure tensor code (no data-dependent Python branches) and exports to ONNX with dynamic batch,
 height and width. ``postprocess`` (score filter, top-k, NMS, ``max_det``) produces data-dependent shapes and
-runs eagerly.
+runs eagerly. Its pieces, :func:`select_candidates` (score and the ``max_nms`` best per image), :func:`nms_groups`
+with :func:`~lightning_yolo.ops.nms.group_offset_boxes` (the class offset) and :func:`cap_per_image` (the
+``max_det`` best kept per image), are traceable and build the exported graph as well
+(:func:`lightning_yolo.inference.export.postprocess_padded`), so export and eager inference cannot drift apart.
+
+Inference defaults (:data:`DEFAULTS`, one :class:`InferenceDefaults`; every other default in the package reads it):
+
+=====================  ========  =================================================================================
+setting                value     used by
+=====================  ========  =================================================================================
+``score_thresh``       0.25      predict (``YOLOPredictor``, ``load_predictor``, ``lightning-yolo predict``), export
+``val_score_thresh``   0.001     validation / test mAP (COCO protocol; ``YOLOModule(score_thresh=...)``)
+``nms_iou_thresh``     0.6       NMS everywhere (IoU for greedy, ``IoU - R_diou^beta`` for DIoU-NMS)
+``nms_kind``           diou      eager NMS (darknet ``diounms``); the exported graph is always greedy
+``beta_nms``           0.6       DIoU-NMS distance exponent (darknet ``beta_nms``)
+``max_det``            300       detections per image for predict and export
+``val_max_det``        100       detections per image for validation (COCO ``maxDets``)
+``max_nms``            3000      candidates per image entering NMS (best by score), eager and export
+=====================  ========  =================================================================================
+
+A threshold the user sets is passed through as given (never floored at the default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from .boxes import cxcywh_to_xyxy, decode_boxes_cxcywh, make_grid
 from .nms import batched_nms, diou_nms
 
-__all__ = ["NMS_KINDS", "decode_outputs", "postprocess"]
+__all__ = [
+    "DEFAULTS",
+    "InferenceDefaults",
+    "NMS_KINDS",
+    "cap_per_image",
+    "decode_outputs",
+    "nms_groups",
+    "postprocess",
+    "select_candidates",
+]
 
 #: ``postprocess(nms_kind=...)`` values: ``"diou"`` (darknet ``nms_kind=diounms``) or ``"greedy"`` (IoU NMS).
 NMS_KINDS: tuple[str, ...] = ("diou", "greedy")
+
+
+@dataclass(frozen=True)
+class InferenceDefaults:
+    """The package's inference defaults (table in the module docstring)."""
+
+    #: smallest ``objectness * class probability`` reported by predict and export.
+    score_thresh: float = 0.25
+    #: smallest score entering the mAP of validation / test (COCO protocol).
+    val_score_thresh: float = 0.001
+    #: NMS threshold.
+    nms_iou_thresh: float = 0.6
+    #: eager NMS kind, one of :data:`NMS_KINDS`.
+    nms_kind: str = "diou"
+    #: DIoU-NMS exponent on the centre-distance penalty.
+    beta_nms: float = 0.6
+    #: detections per image, predict and export.
+    max_det: int = 300
+    #: detections per image, validation / test.
+    val_max_det: int = 100
+    #: candidates per image entering NMS.
+    max_nms: int = 3000
+
+
+#: The one instance every default in the package reads.
+DEFAULTS = InferenceDefaults()
 
 
 def decode_outputs(
@@ -71,23 +127,76 @@ def decode_outputs(
     return torch.cat(decoded, dim=1)
 
 
+def select_candidates(
+    decoded: torch.Tensor, max_nms: int, multi_label: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidate selection: ``score = objectness * class probability``, the ``max_nms`` best per image.
+
+    Args:
+        decoded: ``[B, N, 5+C]`` from :func:`decode_outputs`.
+        max_nms: candidates kept per image (fewer when the image has fewer).
+        multi_label: every (box, class) pair is a candidate, not only each box's best class.
+
+    Returns:
+        ``(scores, box_index, label)``, each ``[B, K]``, by decreasing score per image; ``box_index`` indexes ``N``.
+    """
+    num_boxes, num_classes = decoded.shape[1], decoded.shape[2] - 5
+    class_scores = decoded[..., 4:5] * decoded[..., 5:]  # [B, N, C]
+    if multi_label:
+        flat = class_scores.flatten(1)  # [B, N*C], index = box * C + class
+        scores, top_flat = flat.topk(min(int(max_nms), num_boxes * num_classes), dim=1)
+        box_index = torch.div(top_flat, num_classes, rounding_mode="floor")
+        return scores, box_index, top_flat - box_index * num_classes
+    best_scores, best_labels = class_scores.max(-1)  # [B, N]
+    scores, box_index = best_scores.topk(min(int(max_nms), num_boxes), dim=1)
+    return scores, box_index, best_labels.gather(1, box_index)
+
+
+def nms_groups(image_idx: torch.Tensor, labels: torch.Tensor, num_classes: int, class_agnostic: bool) -> torch.Tensor:
+    """NMS group of each candidate: ``image * C + class`` (images and classes never suppress each other), or
+    ``image`` when ``class_agnostic``."""
+    return image_idx if class_agnostic else image_idx * num_classes + labels
+
+
+def cap_per_image(
+    kept: torch.Tensor, scores: torch.Tensor, max_det: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``max_det`` best kept candidates of each image, in fixed-size form.
+
+    Args:
+        kept: flat indices into ``scores.flatten()`` of the candidates NMS kept.
+        scores: ``[B, K]`` candidate scores (:func:`select_candidates`).
+        max_det: rows per image.
+
+    Returns:
+        ``(scores [B, D], slot [B, D], valid [B, D])`` with ``D = min(max_det, K)``: per image the kept candidates by
+        decreasing score first (``valid``), then the rest; ``slot`` indexes ``K``.
+    """
+    mask = torch.zeros_like(scores.reshape(-1)).scatter(0, kept, torch.ones_like(kept, dtype=scores.dtype))
+    # kept candidates keep their score (>= 0), the rest sort below every kept one
+    ranked = torch.where(mask.view_as(scores) > 0, scores, torch.full_like(scores, -1.0))
+    top, slot = ranked.topk(min(int(max_det), scores.shape[1]), dim=1)
+    return top, slot, top >= 0
+
+
 def postprocess(
     decoded: torch.Tensor,
-    score_thresh: float = 0.001,
-    nms_iou_thresh: float = 0.6,
-    nms_kind: str = "diou",
-    beta_nms: float = 0.6,
+    score_thresh: float = DEFAULTS.score_thresh,
+    nms_iou_thresh: float = DEFAULTS.nms_iou_thresh,
+    nms_kind: str = DEFAULTS.nms_kind,
+    beta_nms: float = DEFAULTS.beta_nms,
     class_agnostic: bool = False,
     multi_label: bool = False,
-    max_det: int = 300,
-    pre_nms_topk: int = 10000,
+    max_det: int = DEFAULTS.max_det,
+    pre_nms_topk: int = DEFAULTS.max_nms,
 ) -> list[dict[str, torch.Tensor]]:
     """Score filter, top-k, NMS and ``max_det`` over a batch of decoded predictions.
 
     ``score = objectness * class probability``. With ``multi_label`` every (box, class) pair above ``score_thresh``
     is a candidate (COCO evaluation practice), otherwise only each box's best class. Per image the
-    ``pre_nms_topk`` best candidates enter NMS. NMS runs once over the whole batch: groups are ``image *
-    num_classes + class`` (class-aware) or ``image`` (``class_agnostic``), so images never suppress each other.
+    ``pre_nms_topk`` best candidates enter NMS (:func:`select_candidates`). NMS runs once over the whole batch:
+    groups are ``image * num_classes + class`` (class-aware) or ``image`` (``class_agnostic``), so images never
+    suppress each other (:func:`nms_groups`). Then the ``max_det`` best per image (:func:`cap_per_image`).
 
     Args:
         decoded: ``[B, N, 5+C]`` from :func:`decode_outputs` (xyxy input pixels, objectness, class probabilities).
@@ -98,7 +207,7 @@ def postprocess(
         class_agnostic: one NMS across classes of an image.
         multi_label: allow several classes per box.
         max_det: detections kept per image, by decreasing score.
-        pre_nms_topk: candidates per image entering NMS.
+        pre_nms_topk: candidates per image entering NMS (``max_nms``).
 
     Returns:
         ``B`` dicts with ``boxes`` ``[K, 4]`` xyxy input pixels, ``scores`` ``[K]`` by decreasing score and
@@ -108,41 +217,24 @@ def postprocess(
         raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {nms_kind!r}")
     if decoded.ndim != 3 or decoded.shape[-1] < 6:
         raise ValueError(f"decoded must have shape [B, N, 5+C] with C >= 1, got {list(decoded.shape)}")
-    batch, num_boxes, _ = decoded.shape
     num_classes = decoded.shape[-1] - 5
-    device = decoded.device
 
-    class_scores = decoded[..., 4:5] * decoded[..., 5:]  # [B, N, C]
-    if multi_label:
-        flat = class_scores.flatten(1)  # [B, N*C], index = box * C + class
-        top_scores, top_flat = flat.topk(min(pre_nms_topk, flat.shape[1]), dim=1)
-        top_box, top_label = top_flat // num_classes, top_flat % num_classes
-    else:
-        best_scores, best_labels = class_scores.max(-1)  # [B, N]
-        top_scores, top_box = best_scores.topk(min(pre_nms_topk, num_boxes), dim=1)
-        top_label = best_labels.gather(1, top_box)
-
-    image_idx, slot = (top_scores > score_thresh).nonzero(as_tuple=True)  # candidates, image-major
-    box_idx = top_box[image_idx, slot]
-    boxes = decoded[image_idx, box_idx, :4]
-    scores = top_scores[image_idx, slot]
-    labels = top_label[image_idx, slot]
-
-    groups = image_idx if class_agnostic else image_idx * num_classes + labels
+    top_scores, top_box, top_label = select_candidates(decoded, pre_nms_topk, multi_label)  # [B, K]
+    num_cand = top_scores.shape[1]
+    all_boxes = decoded[..., :4].gather(1, top_box.unsqueeze(-1).expand(-1, -1, 4))  # [B, K, 4]
+    cand = (top_scores.reshape(-1) > score_thresh).nonzero().squeeze(1)  # flat [B * K] indices, image-major
+    image_idx = torch.div(cand, num_cand, rounding_mode="floor")
+    boxes = all_boxes.reshape(-1, 4)[cand]
+    scores = top_scores.reshape(-1)[cand]
+    groups = nms_groups(image_idx, top_label.reshape(-1)[cand], num_classes, class_agnostic)
     if nms_kind == "diou":
         keep = diou_nms(boxes, scores, groups, nms_iou_thresh, beta=beta_nms)
     else:
         keep = batched_nms(boxes, scores, groups, nms_iou_thresh)
 
-    # keep is by decreasing score; a stable sort by image keeps that order inside each image
-    keep = keep[torch.sort(image_idx[keep], stable=True).indices]
-    kept_image = image_idx[keep]
-    counts = torch.bincount(kept_image, minlength=batch)
-    first_of_image = counts.cumsum(0) - counts
-    rank = torch.arange(keep.numel(), device=device) - first_of_image[kept_image]
-    keep = keep[rank < max_det]
-    counts = counts.clamp(max=max_det)
-
-    sizes = counts.tolist()
-    per_image = zip(boxes[keep].split(sizes), scores[keep].split(sizes), labels[keep].split(sizes), strict=True)
+    out_scores, slot, valid = cap_per_image(cand[keep], top_scores, max_det)
+    counts = valid.sum(1).tolist()
+    out_boxes = all_boxes.gather(1, slot.unsqueeze(-1).expand(-1, -1, 4))[valid].split(counts)
+    out_labels = top_label.gather(1, slot)[valid].split(counts)
+    per_image = zip(out_boxes, out_scores[valid].split(counts), out_labels, strict=True)
     return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in per_image]
