@@ -232,7 +232,7 @@ def plot_ablation(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         return None
     variants = [r for r in rows if r["variant"] != BASE]
-    fig = Figure(figsize=(max(5.0, 0.9 * len(variants) + 2.5), 4.0))
+    fig = Figure(figsize=(max(6.0, 0.9 * len(variants) + 2.5), 4.5))
     ax = fig.add_subplot(1, 1, 1)
     names = [r["variant"] for r in variants]
     means = [r["d_map"] if math.isfinite(r["d_map"]) else 0.0 for r in variants]
@@ -248,7 +248,7 @@ def plot_ablation(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
     base = next((r for r in rows if r["variant"] == BASE), None)
     title = "ablation: variant - base, 95% CI paired by seed"
     if base is not None and math.isfinite(base["map_mean"]):
-        title += f" (base mAP {base['map_mean']:.3f}, {base['seeds_done']} seeds)"
+        title += f"\nbase mAP {base['map_mean']:.3f}, {base['seeds_done']} seeds"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
