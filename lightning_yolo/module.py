@@ -105,12 +105,12 @@ class YOLOModule(pl.LightningModule):
         ema_tau: float = 2000.0,
         auto_anchor: bool = False,
         auto_anchor_bpr: float = 0.98,
-        score_thresh: float = 0.001,
-        nms_iou_thresh: float = 0.6,
-        nms_kind: str = "diou",
-        max_det: int = 100,
-        predict_score_thresh: float = 0.25,
-        predict_max_det: int = 300,
+        score_thresh: float = DEFAULTS.val_score_thresh,
+        nms_iou_thresh: float = DEFAULTS.nms_iou_thresh,
+        nms_kind: str = DEFAULTS.nms_kind,
+        max_det: int = DEFAULTS.val_max_det,
+        predict_score_thresh: float = DEFAULTS.score_thresh,
+        predict_max_det: int = DEFAULTS.max_det,
         init_from: str | None = None,
         darknet_cfg: str | None = None,
         freeze_backbone_epochs: int = 0,
@@ -614,7 +614,7 @@ class YOLOModule(pl.LightningModule):
                 f"not saving a checkpoint at global step {self.global_step} (epoch {self.current_epoch}): {where}; "
                 "the model has diverged: lower the learning rate, check the data or use fp32 precision"
             )
-        # Plain-Python model description so YOLOPredictor.from_checkpoint / other tools rebuild without this class.
+        # Plain-Python model description so inference.checkpoint.load_predictor / other tools rebuild without this class.
         checkpoint["lightning_yolo"] = {
             "model_cfg": self.model.cfg.to_dict(),
             "num_classes": self.hparams.num_classes,

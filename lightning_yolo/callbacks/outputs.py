@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
+from ..ops.postprocess import DEFAULTS
 
 
 __all__ = ["PredictionWriter", "DetectionImageLogger", "DetectionPlots", "EvalOutputs", "ResultsFiles"]
@@ -285,7 +286,7 @@ class DetectionImageLogger(pl.Callback):
         self,
         every_n_epochs: int = 1,
         max_images: int = 16,
-        score_thresh: float = 0.25,
+        score_thresh: float = DEFAULTS.score_thresh,
         train_samples: bool = True,
         save_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -410,7 +411,7 @@ class DetectionPlots(pl.Callback):
         confusion_matrix: bool = True,
         pr_curves: bool = True,
         iou_thresh: float = 0.5,
-        score_thresh: float = 0.25,
+        score_thresh: float = DEFAULTS.score_thresh,
         every_n_epochs: int = 1,
         save_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -517,7 +518,7 @@ class ResultsFiles(pl.Callback):
         save_dir: str | os.PathLike | None = None,
         pictures: bool = True,
         max_images: int = 16,
-        score_thresh: float = 0.25,
+        score_thresh: float = DEFAULTS.score_thresh,
     ) -> None:
         self.save_dir = None if save_dir is None else Path(save_dir)
         self.pictures = bool(pictures)

@@ -3,7 +3,7 @@
 :class:`TimmSyncBatchNorm` replaces Lightning's ``TorchSyncBatchNorm`` for ``Trainer(sync_batchnorm=True)``.
 ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` turns timm's fused norm + activation layer ``BatchNormAct2d``
 into a plain ``SyncBatchNorm``, which never calls the ``act`` it keeps as a child: the backbone then trains without
-its Mish / SiLU / leaky activations, while ``from_checkpoint`` rebuilds the model with them. timm's own
+its Mish / SiLU / leaky activations, while ``load_predictor`` rebuilds the model with them. timm's own
 ``convert_sync_batchnorm`` keeps norm + activation (``SyncBatchNormAct``). :class:`~lightning_yolo.YOLOModule`
 installs this plugin in place of Lightning's at ``setup``, so ``sync_batchnorm: true`` in a config, on the command
 line or in ``pl.Trainer(...)`` all get it.

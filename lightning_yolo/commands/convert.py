@@ -56,7 +56,7 @@ def darknet_checkpoint(
 
     The checkpoint has the layout the Trainer writes (``state_dict``, ``hyper_parameters``, epoch / step 0, empty
     optimizer and scheduler lists), so ``validate / test / predict --ckpt_path``, ``--model.init_from``,
-    ``YOLOPredictor.from_checkpoint`` and ``lightning-yolo export`` take it; its ``darknet`` entry records the source
+    ``lightning_yolo.load_predictor`` and ``lightning-yolo export`` take it; its ``darknet`` entry records the source
     files, their version and seen-images count, and the cfg settings that have no effect here.
 
     Returns:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.ops import box_iou
+from ..ops.postprocess import DEFAULTS
 
 __all__ = [
     "confusion_matrix",
@@ -61,7 +62,7 @@ def confusion_matrix(
     targets: Sequence[dict[str, torch.Tensor]],
     num_classes: int,
     iou_thresh: float = 0.5,
-    score_thresh: float = 0.25,
+    score_thresh: float = DEFAULTS.score_thresh,
 ) -> torch.Tensor:
     """Detection confusion matrix with a background row and column.
 
