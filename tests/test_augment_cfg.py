@@ -92,6 +92,7 @@ def test_hparams_and_checkpoint_keep_the_augment_cfg(tmp_path, synthetic_dataset
     cfg = AugmentCfg(mosaic_prob=0.3, multiscale=True, multiscale_range=(0.75, 1.25), sat_prob=0.5, hsv_h=0.0)
     dm = YOLODataModule(str(synthetic_dataset_path), img_size=64, augment=cfg)
     assert dm.hparams["augment"] == cfg.to_dict() and isinstance(dm.hparams["augment"], dict)
+    assert dm.hparams_initial["augment"] == cfg.to_dict()  # what loggers write to hparams.yaml
     # hparams.yaml: plain YAML (no python tags), read back into the same settings
     save_hparams_to_yaml(tmp_path / "hparams.yaml", dm.hparams)
     text = (tmp_path / "hparams.yaml").read_text()

@@ -122,9 +122,11 @@ class YOLODataModule(pl.LightningDataModule):
         verify_images: bool = False,
     ) -> None:
         super().__init__()
-        augment = AugmentCfg.coerce(augment)
+        augment_cfg = AugmentCfg.coerce(augment)
+        # save_hyperparameters reads this frame's arguments: the plain-dict form goes into hparams (checkpoints) and
+        # hparams_initial (the logger's hparams.yaml)
+        augment = augment_cfg.to_dict()
         self.save_hyperparameters()
-        self.hparams["augment"] = augment.to_dict()  # plain data in hparams.yaml and checkpoints
         if img_size % IMG_SIZE_MULTIPLE or img_size <= 0:
             raise ValueError(f"img_size must be a positive multiple of {IMG_SIZE_MULTIPLE}, got {img_size}")
         if batch_size < 1:
@@ -136,7 +138,7 @@ class YOLODataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers
         self.pin_memory = pin_memory
-        self.augment = augment
+        self.augment = augment_cfg
         self.predict_path = predict_path
         self._train_batches = 0
         self._closed_logged = False  # the close-mosaic notice is printed once
