@@ -17,30 +17,28 @@ __all__ = [
     "list_models",
     "load_predictor",
     "predict",
+    "ModelCfg",
+    "LossCfg",
+    "AugmentCfg",
     "__version__",
 ]
 
+#: Lazily imported public names -> their module (importing the network must not import Lightning or the data stack).
+_LAZY = {
+    "YOLOPredictor": "lightning_yolo.models.predictor",
+    "load_predictor": "lightning_yolo.inference.checkpoint",  # checkpoint -> YOLOPredictor, no Lightning
+    "predict": "lightning_yolo.inference.predict",  # any images -> boxes in original pixels
+    "YOLOModule": "lightning_yolo.module",
+    "YOLODataModule": "lightning_yolo.data.datamodule",
+    "ModelCfg": "lightning_yolo.models.config",
+    "LossCfg": "lightning_yolo.training.config",
+    "AugmentCfg": "lightning_yolo.data.config",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # Lazy: importing the network must not import Lightning or the data stack (export, inference-only use).
-    if name == "YOLOPredictor":
-        from .models.predictor import YOLOPredictor
+    if name in _LAZY:
+        import importlib
 
-        return YOLOPredictor
-    if name == "load_predictor":  # checkpoint -> YOLOPredictor, no Lightning
-        from .inference.checkpoint import load_predictor
-
-        return load_predictor
-    if name == "predict":  # any images -> boxes in original pixels
-        from .inference.predict import predict
-
-        return predict
-    if name == "YOLOModule":
-        from .module import YOLOModule
-
-        return YOLOModule
-    if name == "YOLODataModule":
-        from .data.datamodule import YOLODataModule
-
-        return YOLODataModule
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lightning_yolo' has no attribute {name!r}")

@@ -174,6 +174,11 @@ class YOLOModule(pl.LightningModule):
         return YOLOLoss(self.hparams.num_classes, self.model.anchors, LossCfg.from_dict(self.hparams.loss))
 
     @property
+    def max_stride(self) -> int:
+        """The network's largest output stride (input sides must be multiples of it)."""
+        return int(self.model.max_stride)
+
+    @property
     def class_names(self) -> list[str]:
         names = self.hparams.get("class_names")
         return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]

@@ -384,15 +384,11 @@ class YOLODataModule(pl.LightningDataModule):
     # on the device
 
     def model_stride(self) -> int:
-        """The largest output stride of the model being trained (``max_stride`` of the trainer's module, or of its
-        network), or :data:`IMG_SIZE_MULTIPLE` when no model is attached."""
+        """The largest output stride of the model being trained (the trainer's module's ``max_stride``), or
+        :data:`IMG_SIZE_MULTIPLE` when no model is attached."""
         trainer = self.trainer
-        module = trainer.lightning_module if trainer is not None else None
-        for owner in (module, getattr(module, "model", None)):
-            stride = getattr(owner, "max_stride", None)
-            if isinstance(stride, int) and stride > 0:
-                return stride
-        return IMG_SIZE_MULTIPLE
+        stride = getattr(trainer.lightning_module if trainer is not None else None, "max_stride", None)
+        return stride if isinstance(stride, int) and stride > 0 else IMG_SIZE_MULTIPLE
 
     def multiscale_sizes(self, stride: int | None = None) -> list[int]:
         """Candidate training sides: multiples of ``stride`` (default :meth:`model_stride`) in ``[lo * S, hi * S]``
