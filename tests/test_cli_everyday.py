@@ -155,7 +155,7 @@ def test_help_lists_every_subcommand_and_configs_by_name(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--data.img_size IMG_SIZE network input side ``S`` (multiple of 32). (type: int, default: 256)" in help_text
+    assert "--data.img_size IMG_SIZE network input side ``S`` (multiple of 32, the largest stride of the models here). (type: int, default: 256)" in help_text
     debug = with_shipped_configs(["fit", "--config", "debug"])[2]
     assert Path(debug).name == "debug.yaml" and Path(debug).is_file()
     assert with_shipped_configs(["fit", "-c=custom_yolo_format.yaml"])[1].endswith("custom_yolo_format.yaml")

@@ -334,9 +334,9 @@ CASES = [
     # ---------------------------------------------------------------- configs and options
     Case("config_file_missing", lambda t, _: ["fit", "--config", str(t / "nope.yaml")], "error", ("nope.yaml",)),
     Case("config_not_yaml", _config("trainer: [max_epochs: 2\n"), "error", ("my.yaml:2:1: not valid YAML",)),
-    Case("config_unknown_key", _config("model:\n  lrr: 0.1\n"), "error", ("model.lrr", "did you mean --model.lr?")),
+    Case("config_unknown_key", _config("model:\n  lrr: 0.1\n"), "error", ("model.lrr", "did you mean --model.lr")),
     Case("option_misspelt", lambda t, _: ["fit", "--config", DEBUG, "--model.lrr", "0.1"], "error",
-         ("--model.lrr: did you mean --model.lr?",)),
+         ("--model.lrr: did you mean --model.lr",)),
     Case("option_bad_value", lambda t, _: ["fit", "--config", DEBUG, "--data.img_size", "100"], "error",
          ("img_size must be a positive multiple of 32, got 100",)),
     Case("root_dir_is_a_file",

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lightning_yolo import YOLOModule
+from lightning_yolo.reporting.metrics import make_map_metric
 from lightning_yolo.module import MAP_KEYS
 
 
@@ -32,7 +33,7 @@ def test_faster_coco_eval_backend_equals_pycocotools():
     pytest.importorskip("faster_coco_eval")
     results = {}
     for backend in ("pycocotools", "faster_coco_eval"):
-        metric = YOLOModule._make_metric(backend)
+        metric = make_map_metric(backend)
         for seed in range(4):
             preds, targets = _random_case(seed, num_images=8)
             metric.update(preds, [{**t, "iscrowd": t["iscrowd"].long()} for t in targets])

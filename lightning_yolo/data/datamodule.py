@@ -73,7 +73,7 @@ class YOLODataModule(pl.LightningDataModule):
             ``None``: the synthetic shapes dataset, generated once into ``$LIGHTNING_YOLO_CACHE`` (default
             ``~/.cache/lightning_yolo``).
         format: ``"auto"``, ``"coco"``, ``"yolo"`` or ``"voc"``.
-        img_size: network input side ``S`` (a multiple of :data:`IMG_SIZE_MULTIPLE`, 32).
+        img_size: network input side ``S`` (multiple of 32, the largest stride of the models here).
         batch_size: images per batch and process.
         num_workers: DataLoader worker processes.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
