@@ -132,6 +132,16 @@ class Mosaic:
         return RawSample(image, boxes, labels, crowd, first.image_id, first.orig_size, first.ratio * kx, (ox, oy))
 
 
+def _with_partner(stage: SampleSource, prob: float, index: int, ctx: AugmentContext) -> tuple[RawSample, RawSample | None]:
+    """The sample at ``index`` and, with probability ``prob`` while multi-image augmentation is on, a random partner
+    from the same stage (``None`` otherwise): the draw MixUp and CutMix share."""
+    raw = stage.get(index, ctx)
+    rng = ctx.rng
+    if not ctx.multi_image or prob <= 0 or rng.random() >= prob:
+        return raw, None
+    return raw, stage.get(int(rng.integers(0, len(stage))), ctx)
+
+
 class MixUp:
     """Blend a sample with another one; the boxes of both are kept (Zhang et al. 2018, detection variant of
     YOLOX / ultralytics).
@@ -151,11 +161,10 @@ class MixUp:
         return len(self.stage)
 
     def get(self, index: int, ctx: AugmentContext) -> RawSample:
-        raw = self.stage.get(index, ctx)
-        rng = ctx.rng
-        if not ctx.multi_image or self.prob <= 0 or rng.random() >= self.prob:
+        raw, other = _with_partner(self.stage, self.prob, index, ctx)
+        if other is None:
             return raw
-        other = self.stage.get(int(rng.integers(0, len(self.stage))), ctx)
+        rng = ctx.rng
         r = self.ratio if self.ratio is not None else float(rng.beta(self.alpha, self.alpha))
         raw.image = cv2.addWeighted(raw.image, r, other.image, 1.0 - r, 0.0)
         raw.boxes = np.concatenate([raw.boxes, other.boxes])
@@ -208,11 +217,10 @@ class CutMix:
         return inter / np.maximum(area, 1e-9)
 
     def get(self, index: int, ctx: AugmentContext) -> RawSample:
-        raw = self.stage.get(index, ctx)
-        rng = ctx.rng
-        if not ctx.multi_image or self.prob <= 0 or rng.random() >= self.prob:
+        raw, other = _with_partner(self.stage, self.prob, index, ctx)
+        if other is None:
             return raw
-        other = self.stage.get(int(rng.integers(0, len(self.stage))), ctx)
+        rng = ctx.rng
         h, w = raw.image.shape[:2]
         best, best_cost = None, np.inf
         for _ in range(max(1, self.num_tries)):
