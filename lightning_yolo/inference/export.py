@@ -282,7 +282,7 @@ def export_onnx(
     Args:
         predictor_or_model: a :class:`YOLOv4` (raw maps) or a :class:`YOLOPredictor` (decoded or detections).
         path: output ``.onnx`` file (parent folders are created).
-        img_size: ``H`` (square) or ``(H, W)`` of the input, multiples of 32; fixed in the graph.
+        img_size: ``H`` (square) or ``(H, W)`` of the input, multiples of the model's largest stride; fixed in the graph.
         dynamic_batch: leave the batch dimension of inputs and outputs symbolic (``"batch"``).
         with_nms: greedy NMS and fixed-size padded detections in the graph (predictor only).
         opset: ONNX opset (>= 11 for ``NonMaxSuppression``; the dynamo exporter needs >= 18).
@@ -354,7 +354,7 @@ def export_torchscript(
     Args:
         predictor_or_model: a :class:`YOLOv4` (raw maps) or a :class:`YOLOPredictor` (decoded or detections).
         path: output ``.pt`` / ``.torchscript`` file.
-        img_size: ``H`` or ``(H, W)`` traced with, multiples of 32.
+        img_size: ``H`` or ``(H, W)`` traced with, multiples of the model's largest stride.
         with_nms: greedy NMS and padded detections (predictor only).
         fuse: fold Conv+BN on a copy first.
         pre_nms_topk: candidates per image entering NMS (default the predictor's ``max_nms``).

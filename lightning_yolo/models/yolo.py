@@ -96,7 +96,7 @@ class YOLOv4(nn.Module):
         torch._assert(images.dim() == 4, "images must be [B, 3, H, W]")
         torch._assert(
             images.shape[-1] % self.max_stride == 0 and images.shape[-2] % self.max_stride == 0,
-            "image height and width must be multiples of the largest stride (32)",
+            f"image height and width must be multiples of the largest stride ({self.max_stride})",
         )
         return self.head(self.neck(self.backbone(images)))
 
