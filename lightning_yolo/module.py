@@ -545,10 +545,8 @@ class YOLOModule(pl.LightningModule):
             _set_rng_state(self._resume_rng_state)
             self._resume_rng_state = None
         # Extending a finished run (resume with a larger max_epochs) re-plans the cosine over the new total.
-        if not self.trainer.lr_scheduler_configs:
-            return
-        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-        if isinstance(scheduler, WarmupCosineLR):
+        scheduler = self._default_scheduler()
+        if scheduler is not None:
             total, _ = self._planned_steps()
             if scheduler.total_steps != total:
                 previous = scheduler.total_steps
@@ -559,16 +557,20 @@ class YOLOModule(pl.LightningModule):
                     f"lr {scheduler.get_last_lr()[0]:.3g} at step {scheduler.last_epoch}"
                 )
 
+    def _default_scheduler(self) -> WarmupCosineLR | None:
+        """The trainer's warmup + cosine / steps scheduler of this module, if it runs one."""
+        configs = self.trainer.lr_scheduler_configs
+        scheduler = configs[0].scheduler if configs else None
+        return scheduler if isinstance(scheduler, WarmupCosineLR) else None
+
     def replan_schedule(self) -> None:
         """Re-plan the default warmup + cosine schedule over the trainer's current run length.
 
         Called by :class:`~lightning_yolo.callbacks.TimeBudget` when it changes ``max_epochs``; the learning rate moves
         to the re-planned curve's value at the current step.
         """
-        if not self.trainer.lr_scheduler_configs:
-            return
-        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-        if isinstance(scheduler, WarmupCosineLR):
+        scheduler = self._default_scheduler()
+        if scheduler is not None:
             total, warmup = self._planned_steps()
             if scheduler.total_steps != total:
                 # the warmup keeps its length, but never more than a third of a short run
