@@ -631,6 +631,15 @@ class YOLOModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resume_rng_state = checkpoint.get("lightning_yolo_rng")
+        # A checkpoint of an older version keeps the loss knobs flat; load_from_checkpoint drops keys that __init__
+        # does not take, so without this the loss would silently fall back to the defaults.
+        from .inference.checkpoint import upgrade_module_hparams
+
+        upgraded, moved = upgrade_module_hparams(dict(checkpoint.get("hyper_parameters") or {}))
+        if moved and LossCfg.from_dict(upgraded["loss"]) != self.loss.cfg:
+            self.hparams["loss"] = upgraded["loss"]
+            self.loss = self._make_loss().to(self.device)
+            rank_zero_info(f"checkpoint of an older version: loss settings {moved} read into model.loss")
 
 
 def _get_rng_state() -> dict[str, Any]:

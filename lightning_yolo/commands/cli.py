@@ -20,7 +20,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
 from ..callbacks.outputs import PredictionWriter, ResultsFiles
-from ..inference.checkpoint import check_checkpoint_file, load_checkpoint_dict
+from ..inference.checkpoint import check_checkpoint_file, load_checkpoint_dict, upgrade_module_hparams
 from ..data.datamodule import YOLODataModule
 from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from ..module import YOLOModule
@@ -132,6 +132,13 @@ class YOLOCLI(LightningCLI):
         ckpt_path = self.config.get(f"{sub}.ckpt_path") if sub else None
         if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
             check_checkpoint_file(ckpt_path)  # an error naming the file, not torch's EOFError / zip error
+            _, moved = upgrade_module_hparams(dict(load_checkpoint_dict(ckpt_path).get("hyper_parameters") or {}))
+            if moved:
+                raise ValueError(
+                    f"{ckpt_path}: written by an older lightning-yolo (model settings {moved} are model.loss.* or "
+                    "gone now); upgrade it once with: python -c \"from lightning_yolo.inference.checkpoint import "
+                    f"upgrade_checkpoint; upgrade_checkpoint('{ckpt_path}')\""
+                )
         try:
             super()._parse_ckpt_path()
         except (RuntimeError, EOFError, OSError, AttributeError) as err:

@@ -35,6 +35,8 @@ __all__ = [
     "load_predictor",
     "read_state_dict",
     "split_checkpoint",
+    "upgrade_checkpoint",
+    "upgrade_module_hparams",
 ]
 
 #: Prefix of the network's weights inside a YOLOModule checkpoint (the module's attribute ``model``).
@@ -292,3 +294,47 @@ def load_matching_weights(model: nn.Module, path: str | os.PathLike) -> LoadRepo
     report.head_reinitialised = any(k.startswith("head.preds") for k in report.shape_mismatch)
     log.info("init_from %s: %s", os.fspath(path), report.summary())
     return report
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# checkpoints written before the settings dataclasses
+
+#: ``YOLOModule`` arguments that older checkpoints hold and this version does not take (the optimizer / scheduler
+#: callables; the optimizer is chosen by ``optimizer_name`` now).
+_DROPPED_HPARAMS = ("optimizer", "lr_scheduler")
+
+
+def upgrade_module_hparams(hparams: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``YOLOModule`` hyperparameters of a checkpoint written before the loss settings became one ``LossCfg``
+    (``box_loss: ciou`` at the top level instead of ``loss: {box_loss: ciou}``), in today's form.
+
+    Returns:
+        The upgraded copy and the names of the keys that moved or were dropped (empty: nothing to upgrade).
+    """
+    from ..training.config import LossCfg
+
+    loss_fields = {f.name for f in dataclasses.fields(LossCfg)}
+    flat = {k: v for k, v in hparams.items() if k in loss_fields}
+    dropped = [k for k in _DROPPED_HPARAMS if k in hparams]
+    if not flat and not dropped:
+        return dict(hparams), []
+    out = {k: v for k, v in hparams.items() if k not in flat and k not in dropped}
+    out["loss"] = LossCfg.from_dict({**(hparams.get("loss") or {}), **flat}).to_dict()
+    return out, sorted(flat) + dropped
+
+
+def upgrade_checkpoint(path: str | os.PathLike, output: str | os.PathLike | None = None) -> list[str]:
+    """Rewrite a checkpoint of an older lightning-yolo with today's hyperparameter layout
+    (:func:`upgrade_module_hparams`), in place or into ``output``; weights and training state are kept.
+
+    Returns:
+        The keys that moved or were dropped (empty: the file was already current and is left as it is).
+    """
+    from ..callbacks.checkpoints import atomic_torch_save
+
+    ckpt = load_checkpoint_dict(path)
+    upgraded, moved = upgrade_module_hparams(dict(ckpt.get("hyper_parameters") or {}))
+    if moved:
+        ckpt["hyper_parameters"] = upgraded
+        atomic_torch_save(ckpt, output or path)
+    return moved
