@@ -6,8 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["parse_args"]
-
+__all__ = ["parse_args", "split_passthrough"]
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -22,3 +21,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
         out.append(underscored + sep + value if name.startswith("--") and underscored in known else arg)
     return parser.parse_args(out)
 
+
+def split_passthrough(argv: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """``(own, passthrough)``: the arguments before a ``--`` and those after it, which a command hands on to every
+    ``fit`` it starts (``ablate``, ``evolve``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1 :]

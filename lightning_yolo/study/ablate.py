@@ -25,7 +25,6 @@ import csv
 import json
 import math
 import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,13 +300,9 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 
 def ablate_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-yolo ablate``."""
-    from ..commands.args import parse_args
+    from ..commands.args import parse_args, split_passthrough
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, extra = argv[:at], argv[at + 1 :]
+    argv, extra = split_passthrough(argv)
     args = parse_args(build_parser(), argv)
     study_dir = Path(args.study) if args.study else None
 

@@ -37,7 +37,6 @@ import json
 import math
 import random
 import shlex
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -457,13 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def evolve_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-yolo evolve``."""
-    from ..commands.args import parse_args
+    from ..commands.args import parse_args, split_passthrough
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, extra = argv[:at], argv[at + 1 :]
+    argv, extra = split_passthrough(argv)
     args = parse_args(build_parser(), argv)
     if not args.config or not args.param or not args.budget:
         raise ValueError("evolve: --config, at least one --param PATH=LOW:HIGH[:log] and --budget are required")
