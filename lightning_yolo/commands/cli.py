@@ -20,7 +20,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
 from ..callbacks.outputs import PredictionWriter, ResultsFiles
-from ..inference.checkpoint import check_checkpoint_file, load_checkpoint_dict, upgrade_module_hparams
+from ..inference.checkpoint import load_checkpoint_dict, upgrade_module_hparams
 from ..data.datamodule import YOLODataModule
 from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from ..module import YOLOModule
@@ -131,8 +131,9 @@ class YOLOCLI(LightningCLI):
                     typed[key] = self.config[f"{sub}.model.{key}"]
         ckpt_path = self.config.get(f"{sub}.ckpt_path") if sub else None
         if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
-            check_checkpoint_file(ckpt_path)  # an error naming the file, not torch's EOFError / zip error
-            _, moved = upgrade_module_hparams(dict(load_checkpoint_dict(ckpt_path).get("hyper_parameters") or {}))
+            # load_checkpoint_dict: errors naming the file, not torch's EOFError / zip error
+            hparams = load_checkpoint_dict(ckpt_path, mmap=True).get("hyper_parameters") or {}
+            _, moved = upgrade_module_hparams(dict(hparams))
             if moved:
                 raise ValueError(
                     f"{ckpt_path}: written by an older lightning-yolo (model settings {moved} are model.loss.* or "
@@ -220,7 +221,7 @@ class YOLOCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if not ckpt_path or not os.path.isfile(ckpt_path):
             return
-        ckpt = load_checkpoint_dict(ckpt_path)  # errors name the file
+        ckpt = load_checkpoint_dict(ckpt_path, mmap=True)  # errors name the file; hyperparameters only
         hp = ckpt.get("hyper_parameters") or {}
         names = hp.get("class_names") or [str(i) for i in range(int(hp.get("num_classes", 0)))]
         data = self.datamodule
@@ -465,7 +466,7 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 def checkpoint_data_args(ckpt_path: str) -> list[str]:
     """``--data.*`` flags holding the data settings saved in a checkpoint (:data:`CKPT_DATA_KEYS`), and
     ``--trainer.default_root_dir`` = the root of the checkpoint's run when it lies in a Lightning run folder."""
-    ckpt = load_checkpoint_dict(ckpt_path)  # errors name the file (empty, truncated, not a checkpoint)
+    ckpt = load_checkpoint_dict(ckpt_path, mmap=True)  # errors name the file (empty, truncated, not a checkpoint)
     saved = ckpt.get("datamodule_hyper_parameters") or {}
     out = []
     for key in CKPT_DATA_KEYS:

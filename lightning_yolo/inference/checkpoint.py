@@ -76,8 +76,11 @@ def check_checkpoint_file(path: str | os.PathLike) -> None:
             )
 
 
-def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a checkpoint dict, with errors that name the file.
+
+    ``mmap=True`` maps the tensors instead of reading them (zip checkpoints), for callers that only read the
+    hyperparameters: the CLI looks into ``--ckpt_path`` before Lightning loads it.
 
     Raises:
         FileNotFoundError / ValueError: see :func:`check_checkpoint_file`; a file torch cannot read; not a dict.
@@ -85,7 +88,7 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     check_checkpoint_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # pickle / zip errors: the file is not a torch checkpoint
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(
