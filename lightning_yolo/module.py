@@ -135,7 +135,7 @@ class YOLOModule(pl.LightningModule):
                     "map_backend='faster_coco_eval' needs the faster-coco-eval package: "
                     "pip install 'lightning-yolo[fast-eval]'"
                 )
-        loss = LossCfg.from_dict(loss)  # a dict when loaded from a checkpoint
+        loss = LossCfg.coerce(loss)  # a dict when loaded from a checkpoint
         self.save_hyperparameters()
         self.hparams["loss"] = loss.to_dict()  # plain data in checkpoints and hparams.yaml
         self._resume_rng_state: dict[str, Any] | None = None
@@ -171,7 +171,7 @@ class YOLOModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ construction helpers
     def _make_loss(self) -> YOLOLoss:
-        return YOLOLoss(self.hparams.num_classes, self.model.anchors, LossCfg.from_dict(self.hparams.loss))
+        return YOLOLoss(self.hparams.num_classes, self.model.anchors, LossCfg.coerce(self.hparams.loss))
 
     @property
     def max_stride(self) -> int:

@@ -10,10 +10,10 @@ one field, so an ablation flips exactly one value.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from ..settings import Settings
 
 __all__ = ["AugmentCfg"]
 
@@ -32,7 +32,7 @@ def _at_least(name: str, value: float, lo: float, strict: bool = False) -> None:
 
 
 @dataclass(frozen=True)
-class AugmentCfg:
+class AugmentCfg(Settings):
     """Every augmentation setting of training (host pipeline and on-device steps).
 
     Attributes:
@@ -66,6 +66,8 @@ class AugmentCfg:
         sat_steps: sign-gradient steps of SAT, >= 1.
         sat_start_epoch: first epoch with SAT (darknet starts after burn-in), >= 0.
     """
+
+    _what = "augmentation key"  # in the error for an unknown name (not a field: no annotation)
 
     enabled: bool = True
     mosaic_prob: float = 1.0
@@ -120,38 +122,3 @@ class AugmentCfg:
     def multi_image(self) -> bool:
         """Whether any multi-image step (Mosaic, MixUp, CutMix) can run."""
         return self.enabled and max(self.mosaic_prob, self.mixup_prob, self.cutmix_prob) > 0
-
-    def replace(self, **changes: Any) -> AugmentCfg:
-        """A copy with the given fields changed (validated again); unknown names raise a ``TypeError``."""
-        _check_names(changes)
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (numbers, bools, lists) for checkpoints and YAML."""
-        out = dataclasses.asdict(self)
-        out["multiscale_range"] = list(self.multiscale_range)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AugmentCfg:
-        """Inverse of :meth:`to_dict`; missing keys keep their defaults, unknown keys raise a ``TypeError``."""
-        _check_names(data)
-        return cls(**data)
-
-    @classmethod
-    def coerce(cls, value: AugmentCfg | dict[str, Any] | None) -> AugmentCfg:
-        """An ``AugmentCfg`` from itself, its :meth:`to_dict` form (as saved in checkpoints) or ``None`` (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            return cls.from_dict(value)
-        raise TypeError(f"augment must be an AugmentCfg, a dict of its fields or None, got {type(value).__name__}")
-
-
-def _check_names(data: dict[str, Any]) -> None:
-    names = {f.name for f in dataclasses.fields(AugmentCfg)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise TypeError(f"unknown augmentation key(s) {unknown}; expected some of {sorted(names)}")

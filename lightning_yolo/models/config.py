@@ -6,10 +6,10 @@ override left at ``None`` never clobbers a default (timm's convention).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..settings import Settings
 from .anchors import COCO_ANCHORS, SCALE_X_Y, STRIDES
 
 __all__ = ["ModelCfg", "MODEL_CFGS", "NECKS", "NECK_ATTENTIONS"]
@@ -21,7 +21,7 @@ NECK_ATTENTIONS: tuple[str, ...] = ("none", "se", "cbam")
 
 
 @dataclass(frozen=True)
-class ModelCfg:
+class ModelCfg(Settings):
     """Everything that defines a YOLOv4 network.
 
     Attributes:
@@ -53,6 +53,8 @@ class ModelCfg:
         cls_prior_prob: initial class probability; ``None`` uses ``1 / num_classes``.
     """
 
+    _what = "model config key"  # in the error for an unknown name (not a field: no annotation)
+
     backbone: str = "cspdarknet53"
     backbone_act: str | None = "mish"
     backbone_width: float | None = None
@@ -81,41 +83,9 @@ class ModelCfg:
                 raise ValueError(f"ModelCfg.{name} must be one of {list(allowed)}, got {value!r}")
 
     def replace(self, **overrides: Any) -> ModelCfg:
-        """Return a copy with the given fields replaced; ``None`` values are ignored."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TypeError(f"unknown model config key(s) {unknown}; expected some of {sorted(names)}")
-        clean = {k: _freeze(v) for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **clean)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (lists, numbers, strings) for checkpoints and YAML."""
-        return _thaw(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCfg:
-        """Inverse of :meth:`to_dict` (``None`` values are kept); unknown keys raise a ``TypeError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise TypeError(f"unknown model config key(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**{k: _freeze(v) for k, v in data.items()})
-
-
-def _freeze(value: Any) -> Any:
-    """Lists (from YAML/JSON) to tuples so the frozen config stays hashable and comparable."""
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _thaw(v) for k, v in value.items()}
-    return value
+        """Return a copy with the given fields replaced; ``None`` values are ignored (timm's convention)."""
+        self.check_names(overrides)
+        return super().replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
 # Anchors for small inputs: the COCO anchors scaled from 608 px to 256 px, for the pico test/demo variant.

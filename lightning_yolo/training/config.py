@@ -8,10 +8,9 @@ module stores it in checkpoints as a plain dict (``to_dict`` / ``from_dict``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
+from ..settings import Settings
 from ..ops.iou import IOU_KINDS
 
 __all__ = ["LossCfg", "BOX_LOSSES"]
@@ -21,7 +20,7 @@ BOX_LOSSES: tuple[str, ...] = (*IOU_KINDS, "mse")
 
 
 @dataclass(frozen=True)
-class LossCfg:
+class LossCfg(Settings):
     """Everything that defines the YOLOv4 loss besides the model's anchors and class count.
 
     Attributes:
@@ -50,6 +49,8 @@ class LossCfg:
             ``ceil(r * P)`` negatives with the largest loss, ``P`` being its assigned predictions; ``0``: all count.
     """
 
+    _what = "loss setting"  # in the error for an unknown name (not a field: no annotation)
+
     box_loss: str = "ciou"
     iou_thresh: float = 0.213
     ignore_thresh: float = 0.7
@@ -66,7 +67,7 @@ class LossCfg:
     hard_negative_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.level_obj_weights, list):
+        if isinstance(self.level_obj_weights, list | tuple):
             object.__setattr__(self, "level_obj_weights", tuple(float(w) for w in self.level_obj_weights))
         if self.box_loss not in BOX_LOSSES:
             raise ValueError(f"loss.box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
@@ -89,32 +90,3 @@ class LossCfg:
         weights = self.level_obj_weights
         if isinstance(weights, str) and weights != "stride":
             raise ValueError(f"loss.level_obj_weights must be a list of weights, null or 'stride', got {weights!r}")
-
-    def replace(self, **overrides: Any) -> LossCfg:
-        """A copy with the given fields replaced (unknown names raise a ``TypeError`` naming them)."""
-        _check_names(overrides)
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (lists, numbers, strings) for checkpoints and YAML."""
-        out = dataclasses.asdict(self)
-        if isinstance(out["level_obj_weights"], tuple):
-            out["level_obj_weights"] = list(out["level_obj_weights"])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | LossCfg | None) -> LossCfg:
-        """Inverse of :meth:`to_dict`; also accepts a ``LossCfg`` (returned as is) or ``None`` (the defaults)."""
-        if data is None:
-            return cls()
-        if isinstance(data, LossCfg):
-            return data
-        _check_names(data)
-        return cls(**data)
-
-
-def _check_names(data: dict[str, Any]) -> None:
-    names = {f.name for f in dataclasses.fields(LossCfg)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise TypeError(f"unknown loss setting(s) {unknown}; expected some of {sorted(names)}")

@@ -106,7 +106,7 @@ class YOLOLoss(nn.Module):
 
     def __init__(self, num_classes: int, anchors: AnchorSet, cfg: LossCfg | None = None, **overrides: Any) -> None:
         super().__init__()
-        cfg = LossCfg.from_dict(cfg).replace(**overrides)  # validates every field
+        cfg = LossCfg.coerce(cfg).replace(**overrides)  # validates every field
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
         if not isinstance(anchors, AnchorSet):
