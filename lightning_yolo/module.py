@@ -18,7 +18,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
-from .ops.postprocess import DEFAULTS
+from .ops.postprocess import DEFAULTS, detections_to_original
 from .reporting.metrics import make_map_metric, pad_for_sync, per_image_targets
 from .reporting.report import EvalReport, build_report, count_instances
 from .training.config import LossCfg
@@ -279,10 +279,11 @@ class YOLOModule(pl.LightningModule):
         settings: dict[str, Any] = {"score_thresh": hp.score_thresh, "max_det": hp.max_det}
         settings.update(kw)
         dets = self.predictor(**settings).detect_raw(raw_maps)
-        for det, tgt in zip(dets, targets):
-            if "ratio" in tgt:
-                det["boxes"] = scale_boxes_to_original(det["boxes"], tgt["ratio"], tgt["pad"], tgt["orig_size"])
-        return dets
+        # boxes wholly in the letterbox padding are dropped (detections_to_original), as Python predict does
+        return [
+            detections_to_original(det, tgt["ratio"], tgt["pad"], tgt["orig_size"]) if "ratio" in tgt else det
+            for det, tgt in zip(dets, targets)
+        ]
 
     @staticmethod
     def _targets_original(targets: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:

@@ -178,3 +178,42 @@ def test_export_nms_equals_eager_greedy_postprocess_on_real_images(image_files, 
         pre_nms_topk=predictor.max_nms,
     )  # fmt: skip
     _compare_padded(*runs[True], onnx_reference)
+
+
+def test_boxes_wholly_in_the_padding_are_dropped_on_every_path(image_files, tmp_path):
+    """Issue 19 item 18: a box that lies in the letterbox padding clips to zero height in the original image. Python
+    ``predict`` used to return it (``[442.1, 0, 600, 0]``) while the CLI writer dropped it; the shared mapping
+    (``detections_to_original``) drops it for both, so both return the same boxes and none is degenerate."""
+    wide = tmp_path / "wide.jpg"  # 512 x 64: at 128 px the picture is 16 rows, 112 rows of padding
+    Image.fromarray(_picture(7, 512, 64)).save(wide, quality=90)
+    module = _detecting_module(image_files, predict_score_thresh=0.001, predict_max_det=300)
+    dataset = PredictImages(wide, IMG_SIZE)
+    batch = collate_detection([dataset[0]])
+    batch["images"] = batch["images"].float().div_(255.0)
+    with torch.no_grad():
+        (cli,) = module.predict_step(batch, 0)
+        raw = module.predictor(score_thresh=0.001, max_det=300)(batch["images"])[0]["boxes"]
+    (python,) = predict(module.predictor(), wide, img_size=IMG_SIZE)
+    # the random head does put boxes in the padding (above row 56 or below row 72 of the 128 canvas)
+    assert int(((raw[:, 3] <= 56) | (raw[:, 1] >= 72)).sum()) > 0
+    for det in (cli, python):
+        widths, heights = det["boxes"][:, 2] - det["boxes"][:, 0], det["boxes"][:, 3] - det["boxes"][:, 1]
+        assert len(det["boxes"]) > 0 and bool((widths > 0).all()) and bool((heights > 0).all())
+    assert len(cli["boxes"]) == len(python["boxes"]) < len(raw)
+    torch.testing.assert_close(python["boxes"], cli["boxes"], atol=1e-4, rtol=0)
+    assert python["labels"].tolist() == cli["labels"].tolist() and len(python["names"]) == len(python["labels"])
+
+
+def test_detections_to_original_drops_only_degenerate_boxes():
+    from lightning_yolo.ops.postprocess import detections_to_original
+
+    # 100 x 50 image letterboxed to 100 x 100 at ratio 1: 25 rows of padding above and below
+    det = {
+        "boxes": torch.tensor([[10.0, 30.0, 40.0, 60.0], [10.0, 2.0, 40.0, 20.0], [10.0, 80.0, 40.0, 99.0]]),
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "labels": torch.tensor([1, 2, 0]),
+        "image_id": 5,
+    }
+    out = detections_to_original(det, 1.0, (0.0, 25.0), (50, 100))
+    assert out["boxes"].tolist() == [[10.0, 5.0, 40.0, 35.0]]
+    assert out["scores"].tolist() == [pytest.approx(0.9)] and out["labels"].tolist() == [1] and out["image_id"] == 5

@@ -8,7 +8,8 @@ on both paths. In-memory images go through :func:`~lightning_yolo.data.image_io.
 decoded as files are: transparency over the padding grey, 16-bit to 8-bit) and
 :func:`~lightning_yolo.data.image_io.letterbox`. The letterboxed batch runs through a
 :class:`~lightning_yolo.models.predictor.YOLOPredictor` (network + decode + NMS) and each image's boxes are
-mapped back with :func:`~lightning_yolo.ops.boxes.scale_boxes_to_original`.
+mapped back with :func:`~lightning_yolo.ops.postprocess.detections_to_original` (boxes wholly in the padding dropped,
+as on the CLI path).
 
 Example::
 
@@ -30,7 +31,7 @@ from torch import nn
 
 from ..data.image_io import FILL_VALUE, image_to_array, letterbox, list_image_files, load_letterboxed
 from ..models.predictor import YOLOPredictor, check_img_size
-from ..ops.boxes import scale_boxes_to_original
+from ..ops.postprocess import detections_to_original
 
 __all__ = ["ImageInput", "predict"]
 
@@ -67,9 +68,9 @@ def predict(
 
     Returns:
         One dict per image, in input order (folders and globs expanded in sorted order): ``boxes`` ``[K, 4]``
-        xyxy float32 in original-image pixels (clipped to the image), ``scores`` ``[K]``, ``labels`` ``[K]``
-        int64, and ``names`` (list of ``K`` str) when ``predictor.class_names`` is set. Tensors are on the
-        model's device.
+        xyxy float32 in original-image pixels (clipped to the image; boxes wholly in the padding, of zero width or
+        height once clipped, dropped), ``scores`` ``[K]``, ``labels`` ``[K]`` int64, and ``names`` (list of ``K``
+        str) when ``predictor.class_names`` is set. Tensors are on the model's device.
 
     Raises:
         FileNotFoundError: a path matches no image file. ValueError / TypeError: an unreadable file or an image
@@ -92,13 +93,9 @@ def predict(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         for (_, ratio, pad, orig_hw), det in zip(boxed, predictor(images), strict=True):
-            out: dict[str, Any] = {
-                "boxes": scale_boxes_to_original(det["boxes"], ratio, pad, orig_hw),
-                "scores": det["scores"],
-                "labels": det["labels"],
-            }
+            out: dict[str, Any] = detections_to_original(det, ratio, pad, orig_hw)
             if predictor.class_names is not None:
-                out["names"] = [predictor.class_names[i] for i in det["labels"].tolist()]
+                out["names"] = [predictor.class_names[i] for i in out["labels"].tolist()]
             results.append(out)
     return results
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .boxes import cxcywh_to_xyxy, decode_boxes_cxcywh, make_grid
+from .boxes import cxcywh_to_xyxy, decode_boxes_cxcywh, make_grid, scale_boxes_to_original
 from .nms import batched_nms, diou_nms
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "NMS_KINDS",
     "cap_per_image",
     "decode_outputs",
+    "detections_to_original",
     "nms_groups",
     "postprocess",
     "select_candidates",
@@ -238,3 +239,31 @@ def postprocess(
     out_labels = top_label.gather(1, slot)[valid].split(counts)
     per_image = zip(out_boxes, out_scores[valid].split(counts), out_labels, strict=True)
     return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in per_image]
+
+
+def detections_to_original(
+    det: dict[str, torch.Tensor],
+    ratio: float | torch.Tensor,
+    pad: tuple[float, float] | torch.Tensor,
+    orig_size: tuple[int, int] | torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """One image's detections mapped from the letterboxed input back to the original image, degenerate boxes dropped.
+
+    Boxes are mapped with :func:`~lightning_yolo.ops.boxes.scale_boxes_to_original` (clipped to the image). A box
+    that lies entirely in the letterbox padding clips to zero width or height: it shows nothing of the image, so
+    it is dropped here, the one step that Python ``predict``, ``Trainer.predict`` (the CLI) and validation share,
+    so every path returns the same boxes.
+
+    Args:
+        det: ``boxes`` ``[K, 4]`` xyxy input pixels, ``scores`` ``[K]``, ``labels`` ``[K]`` (other keys kept as they are).
+        ratio, pad, orig_size: the letterbox of the image (see ``scale_boxes_to_original``).
+
+    Returns:
+        A new dict with ``boxes`` ``[K', 4]`` xyxy original pixels, ``scores`` ``[K']``, ``labels`` ``[K']``,
+        ``K' <= K``, order kept.
+    """
+    boxes = scale_boxes_to_original(det["boxes"], ratio, pad, orig_size)
+    visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    out = dict(det)
+    out.update(boxes=boxes[visible], scores=det["scores"][visible], labels=det["labels"][visible])
+    return out
