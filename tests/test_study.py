@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lightning_yolo.commands.ablate import ablate_main
 from lightning_yolo.study import ablate as ablate_mod
 from lightning_yolo.study import evolve as evolve_mod
 from lightning_yolo.study import runner
@@ -269,10 +270,10 @@ def test_ablate_resumes_shares_and_reports(tmp_path, monkeypatch):
     args = ["--config", str(DEBUG), "--switch", "model.lr=0.001", "--switch", "sam=true,box_loss=iou",
             "--seeds", "3", "--budget", "2ep", "--study", str(study),
             "--", "--trainer.limit_train_batches", "2"]  # fmt: skip
-    ablate_mod.ablate_main(["--worker", "1/2", *args])
+    ablate_main(["--worker", "1/2", *args])
     assert calls == ["base__seed0", "sam-true+box_loss-iou__seed0", "model.lr-0.001__seed1", "base__seed2",
                      "sam-true+box_loss-iou__seed2"]  # fmt: skip
-    ablate_mod.ablate_main(["--worker", "2/2", *args])
+    ablate_main(["--worker", "2/2", *args])
     assert len(calls) == 9 and len(set(calls)) == 9
     info = json.loads((study / "study.json").read_text())
     assert info["seeds"] == [0, 1, 2] and info["fit_extra"][:2] == ["--trainer.max_epochs", "2"]
@@ -282,14 +283,14 @@ def test_ablate_resumes_shares_and_reports(tmp_path, monkeypatch):
     assert config["data"] == yaml.safe_load(DEBUG.read_text())["data"]
     # resume: only the run without result.json trains again
     (study / "runs" / "model.lr-0.001__seed2" / "result.json").unlink()
-    ablate_mod.ablate_main(args)
+    ablate_main(args)
     assert calls[9:] == ["model.lr-0.001__seed2"]
     with open(study / "ablation.csv", newline="") as f:
         table = {r["variant"]: r for r in csv.DictReader(f)}
     assert float(table["model.lr-0.001"]["d_map"]) == pytest.approx(0.05)
     assert table["model.lr-0.001"]["significant"] == "yes"  # +0.05 on every seed
     (study / "ablation.md").unlink()
-    ablate_mod.ablate_main(["--report", "--study", str(study)])
+    ablate_main(["--report", "--study", str(study)])
     assert (study / "ablation.md").is_file() and len(calls) == 10
 
 
@@ -400,3 +401,24 @@ def test_evolve_end_to_end(tmp_path):
     assert [(r["generation"], r["trial"]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
     assert all(math.isfinite(float(r["fitness"])) for r in rows)
     assert (study / "evolve.png").is_file() and "```yaml" in (study / "evolve.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------- layering
+
+
+def test_study_is_a_library_the_commands_live_in_commands():
+    """study/ imports nothing from commands/ (module level or inside functions), and the ``ablate`` / ``evolve``
+    subcommands are dispatched to commands/ (issue 18 item 5: no loop hidden behind importlib)."""
+    import ast
+
+    from lightning_yolo.commands.cli import EXTRA_COMMANDS
+
+    pkg = ROOT / "lightning_yolo" / "study"
+    for path in sorted(pkg.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                target = ("." * node.level) + (node.module or "")
+                assert not target.startswith(("..commands", "lightning_yolo.commands")), f"{path.name}: {target}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("lightning_yolo.commands") for a in node.names), path.name
+    assert all(module.startswith("lightning_yolo.commands.") for module in EXTRA_COMMANDS.values())

@@ -52,8 +52,8 @@ EXTRA_COMMANDS = {
     "export": "lightning_yolo.commands.export",
     "anchors": "lightning_yolo.commands.anchors",
     "convert": "lightning_yolo.commands.convert",
-    "ablate": "lightning_yolo.study.ablate",
-    "evolve": "lightning_yolo.study.evolve",
+    "ablate": "lightning_yolo.commands.ablate",
+    "evolve": "lightning_yolo.commands.evolve",
 }
 
 #: Run folder of each subcommand when no ``--name`` is given, as ultralytics names them: ``fit`` ->

@@ -1,9 +1,10 @@
-"""Ablations and evolution on the user's data: ``lightning-yolo ablate`` and ``lightning-yolo evolve``.
+"""Ablations and evolution on the user's data, the library of ``lightning-yolo ablate`` and ``lightning-yolo evolve``
+(their command lines: :mod:`lightning_yolo.commands.ablate`, :mod:`lightning_yolo.commands.evolve`).
 
 * :mod:`.switches` — the paper's bag of freebies / specials as named switches, and config editing by dotted path;
 * :mod:`.runner` — the study folder, one ``fit`` process per run, resume, locks for several workers;
 * :mod:`.stats` — differences paired by seed with Student-t confidence intervals;
-* :mod:`.ablate` / :mod:`.evolve` — the two commands, their tables and plots.
+* :mod:`.ablate` / :mod:`.evolve` — the variants and the genetic search, their tables and plots.
 """
 
 from .stats import PairedDiff, paired_difference, t_quantile

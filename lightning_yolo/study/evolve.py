@@ -1,4 +1,5 @@
-"""``lightning-yolo evolve``: a genetic search of numeric hyper-parameters, each trial a fit under one budget.
+"""Evolution: a genetic search of numeric hyper-parameters, each trial a fit under one budget. The command is
+``lightning-yolo evolve`` (:mod:`lightning_yolo.commands.evolve`); this module is its library.
 
 ::
 
@@ -30,13 +31,11 @@ when the previous one is complete); see :mod:`lightning_yolo.study.runner`.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import csv
 import json
 import math
 import random
-import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,22 +44,21 @@ from typing import Any
 
 import yaml
 
-from .runner import (
-    Launcher,
-    RunResult,
-    RunSpec,
-    budget_args,
-    load_yaml,
-    parse_budget,
-    full_config,
-    read_result,
-    resolve_config,
-    run_all,
-    write_json,
-)
+from .runner import Launcher, RunResult, RunSpec, read_result, run_all, write_json
 from .switches import Change, apply_changes, get_path, has_path, set_path
 
-__all__ = ["Param", "parse_param", "fitness_function", "mutate", "evolve", "evolve_main", "DEFAULT_FITNESS"]
+__all__ = [
+    "DEFAULT_FITNESS",
+    "FITNESS_NAMES",
+    "Param",
+    "Trial",
+    "parse_param",
+    "fitness_function",
+    "mutate",
+    "evolve",
+    "write_evolve_report",
+    "plot_evolution",
+]
 
 DEFAULT_FITNESS = "0.1*map_50+0.9*map"
 
@@ -423,74 +421,3 @@ def plot_evolution(path: Path, trials: Sequence[Trial]) -> Path | None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
-
-
-# ----------------------------------------------------------------------------------------------------------- command
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``evolve`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="lightning-yolo evolve",
-        description="Genetic search of numeric hyper-parameters (the YOLOv4 paper's GA, YOLOv5's --evolve): each "
-        "generation mutates the best trials so far; every trial is a fit under the same budget. Writes "
-        "<study>/evolve.csv / .md / .png; re-running resumes.",
-        epilog="Flags after -- go to every fit (-- --trainer.limit_train_batches 20).",
-    )
-    parser.add_argument("--config", "-c", help="the base config (a file, or a shipped name: debug, demo, ...)")
-    parser.add_argument("--param", action="append", default=[],
-                        help="PATH=LOW:HIGH[:log][:int], e.g. model.lr=1e-4:1e-2:log (repeat)")  # fmt: skip
-    parser.add_argument("--generations", type=int, default=10, help="generations (default 10)")
-    parser.add_argument("--population", type=int, default=8, help="trials per generation (default 8)")
-    parser.add_argument("--budget", default=None, help="per trial: epochs (10ep, 10) or time (90s, 5m, DD:HH:MM:SS)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the mutations and of every trial's fit")
-    parser.add_argument("--fitness", default=DEFAULT_FITNESS, help=f"expression of {', '.join(FITNESS_NAMES)}")
-    parser.add_argument("--parents", type=int, default=5, help="the best trials children are drawn from (default 5)")
-    parser.add_argument("--sigma", type=float, default=0.2, help="mutation step, a fraction of the range (0.2)")
-    parser.add_argument("--mutation_prob", type=float, default=0.8, help="probability a parameter mutates (0.8)")
-    parser.add_argument("--study", default=None, help="the study folder (default runs/evolve/<config name>)")
-    parser.add_argument("--workers", type=int, default=1, help="trials trained at once by this process (default 1)")
-    parser.add_argument("--lock_timeout", type=float, default=600.0, help="seconds after which a lock is stale")
-    return parser
-
-
-def evolve_main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``lightning-yolo evolve``."""
-    from ..commands.args import parse_args, split_passthrough
-
-    argv, extra = split_passthrough(argv)
-    args = parse_args(build_parser(), argv)
-    if not args.config or not args.param or not args.budget:
-        raise ValueError("evolve: --config, at least one --param PATH=LOW:HIGH[:log] and --budget are required")
-    if args.generations < 1 or args.population < 1:
-        raise ValueError("evolve: --generations and --population are at least 1")
-    params = [parse_param(p) for p in args.param]
-    if len({p.path for p in params}) != len(params):
-        raise ValueError("evolve: a --param path given twice")
-    parse_budget(args.budget)
-    fitness_function(args.fitness)  # errors before any training
-    config_path = resolve_config(args.config)
-    study_dir = Path(args.study) if args.study else Path("runs") / "evolve" / config_path.stem
-    base = load_yaml(config_path)
-    for p in params:  # the paths must be settable before hours of training
-        set_path(apply_changes(base, []), p.path, 0.0)
-    fit_extra = [*budget_args(args.budget), *extra]
-    command = "lightning-yolo evolve " + " ".join(shlex.quote(w) for w in [*argv, *(["--", *extra] if extra else [])])
-    study_dir.mkdir(parents=True, exist_ok=True)
-    write_json(study_dir / "study.json", {
-        "kind": "evolve", "config": str(config_path), "params": args.param, "generations": args.generations,
-        "population": args.population, "budget": args.budget, "seed": args.seed, "fitness": args.fitness,
-        "fit_extra": fit_extra, "command": command,
-    })  # fmt: skip
-    header = f"Base config `{config_path}`, budget {args.budget} per trial, seed {args.seed}.\n\nCommand: `{command}`"
-    trials = evolve(
-        base, params, study_dir, args.generations, args.population, fit_extra, seed=args.seed, fitness=args.fitness,
-        parents=args.parents, sigma=args.sigma, prob=args.mutation_prob, workers=args.workers,
-        lock_timeout=args.lock_timeout, defaults_of=lambda: full_config(config_path, extra), header=header,
-    )  # fmt: skip
-    print((study_dir / "evolve.md").read_text(encoding="utf-8"))
-    missing = [t.run_id for t in trials if t.result is None]
-    if missing:
-        print(f"[lightning-yolo evolve] {len(missing)} trials not finished: {', '.join(missing[:8])}; run the same "
-              "command again to continue")  # fmt: skip
-    print(f"[lightning-yolo evolve] results saved to {study_dir}")
