@@ -206,6 +206,23 @@ def test_hsv_changes_colours_not_geometry_and_never_touches_the_source() -> None
     np.testing.assert_array_equal(same.image, src)
 
 
+def test_hsv_equals_the_three_channel_table_reference() -> None:
+    # the step looks up each HSV plane on its own (faster); the bytes must be those of YOLOv5 / ultralytics'
+    # augment_hsv form: one 3-channel cv2.LUT over the interleaved HSV image
+    rng = np.random.default_rng(5)
+    x = np.arange(256, dtype=np.float32)
+    for seed in range(12):
+        img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+        img[:5] = 114  # grey, as Mosaic's fill
+        gains = (0.015, 0.7, 0.4) if seed % 2 else (0.5, 0.9, 0.9)
+        out = RandomHSV(*gains)(RawSample(img.copy(), np.zeros((0, 4)), np.zeros(0)), np.random.default_rng(seed))
+        dh, gs, gv = np.random.default_rng(seed).uniform(-1, 1, 3) * gains + (0.0, 1.0, 1.0)
+        lut = np.stack([np.mod(x + dh * 180.0, 180.0).astype(np.uint8), np.clip(x * gs, 0, 255).astype(np.uint8),
+                        np.clip(x * gv, 0, 255).astype(np.uint8)], -1).reshape(256, 1, 3)  # fmt: skip
+        ref = cv2.cvtColor(cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV), lut), cv2.COLOR_HSV2RGB)
+        np.testing.assert_array_equal(out.image, ref)
+
+
 def test_same_seed_same_sample_and_cache_is_not_modified(colour_dataset) -> None:
     colour_dataset.fill_cache()
     try:
@@ -247,6 +264,39 @@ def test_mosaic_buffer_draws_partners_from_recent_images(colour_dataset) -> None
     finally:
         del colour_dataset.load_raw
     assert calls == [9]
+
+
+def test_mosaic_keeps_decoded_images_that_leave_the_window(colour_dataset) -> None:
+    # A window of 3 over 10 images: without kept images most samples decode their own image again; with them each
+    # image is decoded once, and every sample is the same (same draws, same pixels, same boxes).
+    def run(keep_bytes: int) -> tuple[list, list[int]]:
+        mosaic = Mosaic(colour_dataset, S, buffer_size=3, keep_bytes=keep_bytes)
+        ctx = AugmentContext(np.random.default_rng(3))
+        order = np.random.default_rng(4).permutation(np.tile(np.arange(10), 4))
+        calls: list[int] = []
+        orig = colour_dataset.load_raw
+        colour_dataset.load_raw = lambda i: calls.append(i) or orig(i)
+        try:
+            outs = [mosaic.get(int(i), ctx) for i in order]
+        finally:
+            del colour_dataset.load_raw
+        return outs, calls
+
+    kept, kept_calls = run(2**30)
+    plain, plain_calls = run(0)
+    assert sorted(kept_calls) == list(range(10)) and len(plain_calls) > 25
+    for a, b in zip(kept, plain, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    # the budget bounds what is held: room for two images keeps at most two beyond the window
+    mosaic = Mosaic(colour_dataset, S, buffer_size=3, keep_bytes=2 * S * S * 3)
+    ctx = AugmentContext(np.random.default_rng(0))
+    for i in range(10):
+        mosaic.get(i, ctx)
+    assert len(mosaic._buffer) == 3 and 1 <= len(mosaic._kept) <= 2
+    assert mosaic._kept_bytes == sum(r.image.nbytes for r in mosaic._kept.values()) <= 2 * S * S * 3
+    assert not set(mosaic._kept) & set(mosaic._buffer)
 
 
 def test_collate_contract(colour_dataset) -> None:

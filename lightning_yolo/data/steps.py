@@ -226,12 +226,14 @@ class RandomHSV:
             return raw
         dh, gs, gv = rng.uniform(-1, 1, 3) * (self.hue, self.saturation, self.value) + (0.0, 1.0, 1.0)
         x = self._x
-        lut = np.empty((256, 1, 3), np.uint8)
-        lut[:, 0, 0] = np.mod(x + dh * 180.0, 180.0).astype(np.uint8)  # OpenCV 8-bit hue is 0..179
-        lut[:, 0, 1] = np.clip(x * gs, 0, 255).astype(np.uint8)
-        lut[:, 0, 2] = np.clip(x * gv, 0, 255).astype(np.uint8)
         hsv = cv2.cvtColor(raw.image, cv2.COLOR_RGB2HSV)  # a new array: the source may be a cached image
-        cv2.LUT(hsv, lut, dst=hsv)
+        # One table per channel on its own plane: OpenCV's LUT with a 3-channel table walks the interleaved image
+        # at about half the speed of three 1-channel lookups (split and merge included); the same bytes.
+        h, s, v = cv2.split(hsv)
+        cv2.LUT(h, np.mod(x + dh * 180.0, 180.0).astype(np.uint8), dst=h)  # OpenCV 8-bit hue is 0..179
+        cv2.LUT(s, np.clip(x * gs, 0, 255).astype(np.uint8), dst=s)
+        cv2.LUT(v, np.clip(x * gv, 0, 255).astype(np.uint8), dst=v)
+        cv2.merge((h, s, v), dst=hsv)
         raw.image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=hsv)
         return raw
 
