@@ -2,14 +2,25 @@
 
 Runs ``YOLODataModule`` loaders with ``num_workers=0`` (everything in this process, collate included) on
 photo-sized synthetic JPEGs (generated once into the cache folder) or on any dataset path, and prints samples/s
-for: the training pipeline decoding every Mosaic image, with the Mosaic buffer (one decode per sample), with the
-RAM cache, and the validation pipeline with and without the cache. It also times the JPEG decoders the loader
-chooses between. Each figure is the best of ``--rounds`` rounds (wall clock) and the CPU-time rate of that round;
-on a shared machine the best round is the one least disturbed by other processes.
+for the rows asked for (``--rows``): the training pipeline decoding every Mosaic image (``decode4``), with a small
+Mosaic buffer (``buffer``), with the default settings (``default``: buffer 64, RAM cache off), with the RAM cache
+(``cache``), and the validation pipeline with and without the cache (``val``, ``valcache``). It can also time the
+JPEG decoders the loader chooses between (``--decoders``). The rounds are interleaved (each row once per round);
+each figure is the best of ``--rounds`` rounds (wall clock), the median round, and the CPU-time rate of the best
+round; on a shared machine the best round is the one least disturbed by other processes.
+
+``--peer-python`` also times the peer's (ultralytics) own training loader, run by the peer's interpreter in a child
+process and timed in the same rounds right after the package's row it pairs with: its ``build_yolo_dataset`` in
+train mode (its default augmentation: Mosaic with its image buffer, random perspective, HSV, flip) with
+``cache=False`` next to ``default`` and ``cache='ram'`` next to ``cache``, its ``build_dataloader`` with 0 workers
+and its collate. The peer keeps its own OpenCV setting (``cv2.setNumThreads(0)`` at import) and gets
+``--peer-torch-threads`` (2) torch threads; the package runs as it is (OpenCV's default threads). The dataset is
+copied to the peer's layout by ``benchmarks/accuracy.py``'s ``prepare()`` unless ``--peer-data`` names one.
 
     python benchmarks/data.py                              # synthetic 1280x960 JPEGs, 640-px pipeline
     python benchmarks/data.py --path /data/coco/data.yaml --samples 512
     python benchmarks/data.py --photo-size 640x480 --profile
+    python benchmarks/data.py --path /data/coco128 --peer-python /venv-peer/bin/python --rounds 5
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class AugmentCfg(Settings):
             ``close_mosaic_epochs`` are then unused; random shapes and SAT still follow their own fields).
         mosaic_prob: probability of a 4-image Mosaic (YOLOv4 paper section 3.3; 0 disables), in ``[0, 1]``.
         mosaic_buffer: without the RAM cache, Mosaic partners come from the last N images the worker loaded
-            (ultralytics' buffer: one decode per sample instead of four); 0 draws them from the whole dataset.
+            (ultralytics' buffer: one decode per sample instead of four; images that leave the window stay decoded
+            up to ``mixing.KEEP_DECODED_BYTES`` per process); 0 draws them from the whole dataset.
         mixup_prob: probability of MixUp with a second (Mosaic) sample (0 disables), in ``[0, 1]``.
         mixup_alpha: MixUp ratio drawn from ``Beta(alpha, alpha)`` (32: close to 0.5, as ultralytics), > 0.
         cutmix_prob: probability of CutMix with a second (Mosaic) sample (0 disables), in ``[0, 1]``.
