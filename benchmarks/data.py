@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--photo-size", default="1280x960", help="synthetic image WxH")
     ap.add_argument("--num-images", type=int, default=192, help="synthetic images per split")
-    ap.add_argument("--buffer", type=int, default=16, help="Mosaic buffer of the 'buffer' row (<< images)")
+    ap.add_argument("--buffer", type=int, default=16, help="Mosaic buffer of the 'buffer' row")
     ap.add_argument("--cv2-threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's)")
     ap.add_argument(
         "--rows", default=None,
@@ -287,8 +287,7 @@ def main(argv: list[str] | None = None) -> None:
 
     loaders = {
         "decode4": ("train: Mosaic, 4 decodes per sample", lambda: module(buffer=0).train_dataloader()),
-        "buffer": (f"train: Mosaic, buffer {args.buffer} (1 decode/sample)",
-                   lambda: module(buffer=args.buffer).train_dataloader()),
+        "buffer": (f"train: Mosaic, buffer {args.buffer}", lambda: module(buffer=args.buffer).train_dataloader()),
         "default": ("train: Mosaic, default settings (RAM cache off)", lambda: module().train_dataloader()),
         "val": ("val: letterbox, decode", lambda: module(buffer=0).val_dataloader()),
         "cache": ("train: Mosaic, RAM cache", lambda: module(cache=True).train_dataloader()),
