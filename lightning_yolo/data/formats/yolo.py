@@ -2,11 +2,16 @@
 
 ``data.yaml`` keys: ``path`` (dataset root; relative to the yaml's folder; default: that folder), ``train``,
 ``val`` and optionally ``test`` (each a folder of images, a ``.txt`` file listing images, or a list of those;
-relative to ``path``), ``names`` (list, or dict ``{index: name}`` with indices ``0..C-1``) and optionally ``nc``.
-Labels follow the ultralytics convention: the label of ``.../images/<sub>/x.jpg`` is
+relative to ``path``; an entry starting with ``../`` that does not exist there is read without the ``../``, as
+ultralytics does: Roboflow's ``train: ../train/images`` beside ``train/``), ``names`` (list, or dict
+``{index: name}`` with indices ``0..C-1``), optionally ``nc``, and ``kpt_shape: [K, D]`` for pose labels.
+Image folders are searched recursively, following symbolic links to folders (each real folder once, so a link
+cycle ends). Labels follow the ultralytics convention: the label of ``.../images/<sub>/x.jpg`` is
 ``.../labels/<sub>/x.txt`` (last ``images`` path component replaced; no ``images`` component: same folder).
 Each line is ``class cx cy w h`` normalised to 0..1 of the displayed image, or a polygon
-``class x1 y1 x2 y2 x3 y3 ...`` (ultralytics segment labels), whose enclosing box is used.
+``class x1 y1 x2 y2 x3 y3 ...`` (ultralytics segment labels), whose enclosing box is used. With ``kpt_shape``
+(ultralytics pose labels) every line is ``class cx cy w h`` followed by ``K * D`` keypoint values: the box is read
+from the first four values and the keypoints are ignored (never taken for a polygon).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "load_yolo_split",
     "image_to_label_path",
     "label_candidates",
+    "walk_files",
     "write_yolo_labels",
     "write_data_yaml",
 ]
@@ -47,7 +53,7 @@ def read_data_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a ``data.yaml``.
 
     Returns:
-        ``{"root": Path, "names": list[str], "splits": {split: spec}, "yaml": Path}``.
+        ``{"root": Path, "names": list[str], "splits": {split: spec}, "yaml": Path, "kpt_shape": (K, D) or None}``.
 
     Raises:
         FileNotFoundError: the yaml or its ``path`` folder is missing.
@@ -90,7 +96,19 @@ def read_data_yaml(yaml_path: str | os.PathLike) -> dict[str, Any]:
     if not root.is_dir():
         raise FileNotFoundError(f"{yaml_path}: path {data.get('path')!r} resolves to {root}, which is not a folder")
     splits = {k: data[k] for k in ("train", "val", "test") if data.get(k) not in (None, "", [])}
-    return {"root": root, "names": names, "splits": splits, "yaml": yaml_path}
+    return {"root": root, "names": names, "splits": splits, "yaml": yaml_path, "kpt_shape": _kpt_shape(data, yaml_path)}
+
+
+def _kpt_shape(data: dict[str, Any], yaml_path: Path) -> tuple[int, int] | None:
+    """``kpt_shape: [K, D]`` of an ultralytics pose dataset (``K`` keypoints of ``D`` = 2 (x, y) or 3 (x, y,
+    visibility) values each), or ``None``."""
+    value = data.get("kpt_shape")
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value)
+    if not ok or value[0] < 1 or value[1] not in (2, 3):
+        raise ValueError(f"{yaml_path}: kpt_shape must be [K, D] with K >= 1 keypoints and D 2 or 3, got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 def image_to_label_path(image_path: Path, root: Path | None = None) -> Path:
@@ -123,8 +141,29 @@ def label_candidates(image_path: Path, root: Path | None = None) -> list[Path]:
     return [first] if first == beside else [first, beside]
 
 
+def walk_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """Files under ``folder`` (recursively) whose lower-case suffix is in ``suffixes``, sorted.
+
+    Symbolic links to folders are followed (``Path.rglob`` does not enter them before Python 3.13, so a linked
+    sub-folder of images would be left out without a word); each real folder is entered once, so a link cycle or
+    two links to one folder neither loop nor read an image twice. Paths keep the linked names (the label of
+    ``images/b/x.jpg`` stays ``labels/b/x.txt``).
+    """
+    seen: set[tuple[int, int]] = set()
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []  # a folder already read (a cycle, or a second link to it)
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        out += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in suffixes]
+    return sorted(p for p in out if p.is_file())
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return walk_files(folder, IMAGE_EXTENSIONS)
 
 
 def _resolve_split(spec: Any, root: Path, yaml_path: Path, split: str) -> tuple[list[Path], list[Path]]:
@@ -135,6 +174,9 @@ def _resolve_split(spec: Any, root: Path, yaml_path: Path, split: str) -> tuple[
     for item in items:
         p = Path(os.path.expanduser(str(item)))
         p = p if p.is_absolute() else root / p
+        if not p.exists() and str(item).startswith("../") and (root / str(item)[3:]).exists():
+            # ultralytics' rule for Roboflow's data.yaml (``train: ../train/images`` in the folder holding train/)
+            p = root / str(item)[3:]
         if p.is_dir():
             folders.append(p)
             images += _images_in(p)
@@ -174,7 +216,7 @@ def _check_orphan_labels(folders: Sequence[Path], images: Sequence[Path], yaml_p
         label_dir = image_to_label_path(folder / "x.jpg", root).parent
         if label_dir == folder or not label_dir.is_dir():
             continue
-        for txt in sorted(label_dir.rglob("*.txt")):
+        for txt in walk_files(label_dir, (".txt",)):
             if txt.name == "classes.txt":  # written by labelImg next to the labels
                 continue
             rel = txt.relative_to(label_dir).with_suffix("")
@@ -186,9 +228,16 @@ def _check_orphan_labels(folders: Sequence[Path], images: Sequence[Path], yaml_p
 
 
 def _parse_label_file(
-    label_path: Path, num_classes: int, width: int, height: int, report: ScanReport
+    label_path: Path,
+    num_classes: int,
+    width: int,
+    height: int,
+    report: ScanReport,
+    kpt_shape: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """Parse one label file to pixel xyxy boxes; ``None`` when the file itself is unreadable."""
+    """Parse one label file to pixel xyxy boxes; ``None`` when the file itself is unreadable.
+
+    With ``kpt_shape = (K, D)`` (pose labels) a line must have ``5 + K * D`` values; the box is its values 1..4."""
     try:
         text = label_path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark would hide the first box
     except UnicodeDecodeError:
@@ -201,7 +250,17 @@ def _parse_label_file(
             continue
         loc = f"{label_path}:{line_no}"
         cols = line.split()
-        if not (len(cols) == 5 or (len(cols) >= 7 and len(cols) % 2 == 1)):
+        if kpt_shape is not None:
+            pose_cols = 5 + kpt_shape[0] * kpt_shape[1]
+            if len(cols) != pose_cols:
+                report.add(
+                    f"malformed pose label line (kpt_shape {list(kpt_shape)}: expected {pose_cols} values; skipped)",
+                    loc,
+                )
+                continue
+            cols = cols[:5]  # the keypoints are not used by a detector
+            report.add("pose label: box read, keypoints ignored", loc)
+        elif not (len(cols) == 5 or (len(cols) >= 7 and len(cols) % 2 == 1)):
             report.add("malformed label line (expected 'class cx cy w h' or a polygon; skipped)", loc)
             continue
         try:
@@ -269,7 +328,7 @@ def load_yolo_split(yaml_path: str | os.PathLike, split: str, verify_images: boo
         where: list[str] = []
         if label_path is not None:
             num_label_files += 1
-            parsed = _parse_label_file(label_path, len(names), info.width, info.height, report)
+            parsed = _parse_label_file(label_path, len(names), info.width, info.height, report, meta["kpt_shape"])
             if parsed is None:
                 continue
             boxes, labels, where = parsed
