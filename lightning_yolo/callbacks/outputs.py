@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # predictions to COCO-style json (and drawn images)
 
 
-def _coco_category_ids(datamodule: Any, class_names: Sequence[str]) -> list[int] | None:
+def _coco_category_ids(datamodule: Any, class_names: Sequence[str]) -> list[int | str] | None:
     """COCO category ids by contiguous label, when the DataModule reads a COCO dataset with these classes."""
     location = getattr(datamodule, "location", None)
     if location is None or getattr(location, "format", None) != "coco" or not getattr(location, "coco_jsons", None):
@@ -36,7 +36,9 @@ def _coco_category_ids(datamodule: Any, class_names: Sequence[str]) -> list[int]
     smallest = min(set(location.coco_jsons.values()), key=lambda j: j.stat().st_size)
     with open(smallest, encoding="utf-8") as f:
         categories = json.load(f).get("categories") or []
-    pairs = sorted((int(c["id"]), str(c["name"])) for c in categories)  # labels follow ascending category id
+    from ..data.formats.coco import coco_category_order
+
+    pairs = coco_category_order(categories, smallest)  # the reader's label order; ids as the json writes them
     if [n for _, n in pairs] != list(class_names):
         rank_zero_warn(
             f"PredictionWriter: the classes of {smallest} {[n for _, n in pairs]} differ from the model's "
@@ -52,7 +54,7 @@ class _CocoImageIds:
 
     def __init__(self, jsons: Sequence[Path]) -> None:
         self._pending = list(jsons)
-        self._by_name: dict[str, list[tuple[str, int]]] = {}
+        self._by_name: dict[str, list[tuple[str, int | str]]] = {}
 
     def _load_next(self) -> bool:
         if not self._pending:
@@ -62,10 +64,11 @@ class _CocoImageIds:
         for img in images:
             if isinstance(img, dict) and "file_name" in img and "id" in img:
                 name = str(img["file_name"]).replace("\\", "/")
-                self._by_name.setdefault(name.rsplit("/", 1)[-1], []).append((name, int(img["id"])))
+                # the json's id as written (an int, or a string such as "img_a"), so COCO.loadRes matches it
+                self._by_name.setdefault(name.rsplit("/", 1)[-1], []).append((name, img["id"]))
         return True
 
-    def lookup(self, path: str) -> int | None:
+    def lookup(self, path: str) -> int | str | None:
         """The id whose ``file_name`` is the end of ``path`` (``None``: not in the jsons, or ambiguous)."""
         posix = Path(path).as_posix()
         while True:
@@ -202,7 +205,7 @@ class PredictionWriter(BasePredictionWriter):
                     {
                         "image_id": image_id,
                         "file_name": path,
-                        "category_id": int(cid),
+                        "category_id": cid,
                         "bbox": [round(v, 3) for v in box],
                         "score": round(score, 5),
                     }
@@ -227,7 +230,8 @@ class PredictionWriter(BasePredictionWriter):
                 f"PredictionWriter: {unmatched} of {num_images} images are not listed in the dataset's COCO json; "
                 "their image_id is their position in the input list"
             )
-        results.sort(key=lambda r: (r["image_id"], -r["score"]))
+        # string ids (a COCO json with "id": "img_a") sort after numeric ones
+        results.sort(key=lambda r: (isinstance(r["image_id"], str), r["image_id"], -r["score"]))
         self.results = results
         self.json_path = self._resolved_dir(trainer) / self.filename
         with open(self.json_path, "w", encoding="utf-8") as f:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from .collate import collate_detection
 from .config import AugmentCfg
-from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset
+from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset, set_split_json
 from .formats.base import DatasetSource, DetectionDataset
 from .pipelines import EvalDataset, TrainDataset, build_train_dataset
 from .samplers import EvalDistributedSampler, TrainSampler
@@ -98,6 +98,9 @@ class YOLODataModule(pl.LightningDataModule):
         verify_images: decode every image during the scan (in threads; slower than the header scan): counts JPEGs
             whose data is damaged but still decodes (libjpeg's "Corrupt JPEG data") and skips images that only fail
             at the pixel level. Off: the scan reads headers and file tails only.
+        val_json: COCO only: the validation json (default: found beside the training json, see
+            :mod:`lightning_yolo.data.formats`; without one, validation reads the training json and says so).
+        test_json: COCO only: the test json (default: as ``val_json``).
     """
 
     def __init__(
@@ -120,6 +123,8 @@ class YOLODataModule(pl.LightningDataModule):
         synthetic_seed: int = 0,
         predict_path: str | None = None,
         verify_images: bool = False,
+        val_json: str | None = None,
+        test_json: str | None = None,
     ) -> None:
         super().__init__()
         augment_cfg = AugmentCfg.coerce(augment)
@@ -148,6 +153,9 @@ class YOLODataModule(pl.LightningDataModule):
             self._class_names = list(SYNTHETIC_CLASSES)
         else:
             self.location = resolve_dataset(path, format)
+            for split, given in (("val", val_json), ("test", test_json)):
+                if given is not None:
+                    set_split_json(self.location, split, given)
             self._class_names = read_class_names(self.location, voc_class_names)
         self.sources: dict[str, DatasetSource] = {}
         self.train_dataset: TrainDataset | EvalDataset | None = None
@@ -179,8 +187,9 @@ class YOLODataModule(pl.LightningDataModule):
         }
 
     def prepare_data(self) -> None:
-        """Generate the synthetic dataset (once, in the cache folder) when no path is given."""
-        if self.path is None:
+        """Generate the synthetic dataset (once, in the cache folder) when no path is given (not for predict, which
+        reads only ``predict_path``)."""
+        if self.path is None and not (self.trainer is not None and self.trainer.predicting):
             ensure_synthetic_dataset(None, **self._synthetic_params())
 
     def _ensure_location(self) -> DatasetLocation:
@@ -197,6 +206,17 @@ class YOLODataModule(pl.LightningDataModule):
             if split == "test" and "test" not in loc.splits():
                 warnings.warn(f"{loc.path}: no test split; testing on the val split", UserWarning, stacklevel=2)
                 actual = "val"
+            jsons = loc.coco_jsons if loc.format == "coco" else {}
+            if actual != "train" and "train" in self.sources and actual in jsons and jsons[actual] == jsons["train"]:
+                # one json for every split (a single COCO json, CVAT's instances_default.json) while training on it:
+                # the validation figures are on the training images, which the user must know
+                what = "validation" if actual == "val" else "testing"
+                warnings.warn(
+                    f"{jsons[actual]}: the training json, and no {actual} json found beside it: {what} reads the "
+                    f"training images (name a {actual} json with --data.{actual}_json)",
+                    UserWarning,
+                    stacklevel=2,
+                )
             if actual not in self.sources:
                 self.sources[actual] = load_split(loc, actual, self._class_names, self.hparams.verify_images)
             self.sources[split] = self.sources[actual]

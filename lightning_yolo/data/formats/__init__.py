@@ -5,10 +5,18 @@ class names (cheap, for the CLI at instantiation) and :func:`load_split` scans o
 
 Auto-detection of a path:
 
-* ``*.yaml`` / ``*.yml`` file: YOLO ``data.yaml``; ``*.json`` file: COCO (the same json serves every split).
+* ``*.yaml`` / ``*.yml`` file: YOLO ``data.yaml`` (also Roboflow's, ``train: ../train/images``).
+* ``*.json`` file: COCO, the training json. The val and test jsons are found beside it: in a Roboflow COCO export
+  (``<root>/train/_annotations.coco.json``) the json of ``<root>/valid/`` (or ``val/``) and ``<root>/test/``; in
+  a COCO layout (``instances_train2017.json``) the same name with ``val`` / ``test`` for ``train``. A split without
+  its own json reads the training json (``YOLODataModule`` says so in one line; ``val_json`` / ``test_json``
+  name them).
 * folder with ``data.yaml`` (or ``dataset.yaml``, or a single ``*.yaml``): YOLO;
-  folder with ``annotations/*.json``: COCO (``*train*``, ``*val*``, ``*test*`` jsons, ``instances_*`` first);
-  folder with ``Annotations/`` and ``JPEGImages/``: VOC. The first match wins in that order.
+  folder with ``annotations/*.json``: COCO (``*train*``, ``*val*``, ``*test*`` jsons, ``instances_*`` first; a
+  single json with no split in its name, such as CVAT's ``instances_default.json``, serves every split; several
+  such jsons are an error naming them); folder with ``train/``, ``valid/`` (or ``val/``), ``test/`` each holding
+  ``_annotations.coco.json`` (or one ``*.json``): COCO, a Roboflow export; a split folder of that export: its json
+  as above; folder with ``Annotations/`` and ``JPEGImages/``: VOC. The first match wins in that order.
 """
 
 from __future__ import annotations
@@ -82,6 +90,32 @@ class DatasetLocation:
         return [s for s in SPLITS if (main / f"{s}.txt").is_file()]
 
 
+#: Folder names of each split in exported datasets (Roboflow writes ``valid``).
+SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
+#: The json Roboflow's COCO export writes into each split folder.
+ROBOFLOW_COCO_JSON = "_annotations.coco.json"
+
+
+def _split_folder_json(folder: Path) -> Path | None:
+    """The COCO json of one split folder of an export: ``_annotations.coco.json``, else the folder's only json."""
+    if not folder.is_dir():
+        return None
+    if (folder / ROBOFLOW_COCO_JSON).is_file():
+        return folder / ROBOFLOW_COCO_JSON
+    jsons = sorted(folder.glob("*.json"))
+    return jsons[0] if len(jsons) == 1 else None
+
+
+def _export_jsons(root: Path) -> dict[str, Path]:
+    """Split -> json of a Roboflow-style export: ``root/train/``, ``root/valid/`` (or ``val/``), ``root/test/``."""
+    out: dict[str, Path] = {}
+    for split, names in SPLIT_FOLDERS.items():
+        found = next((j for j in (_split_folder_json(root / n) for n in names) if j is not None), None)
+        if found is not None:
+            out[split] = found
+    return out
+
+
 def _coco_jsons(folder: Path) -> dict[str, Path]:
     jsons = sorted((folder / "annotations").glob("*.json")) if (folder / "annotations").is_dir() else []
     out: dict[str, Path] = {}
@@ -91,6 +125,43 @@ def _coco_jsons(folder: Path) -> dict[str, Path]:
         hits.sort(key=lambda j: (not j.stem.startswith("instances"), len(j.name)))
         if hits:
             out[split] = hits[0]
+    if not out and len(jsons) == 1:
+        # one json not named for a split (CVAT: annotations/instances_default.json beside images/): every split
+        return {s: jsons[0] for s in SPLITS}
+    if not out and len(jsons) > 1:
+        raise FileNotFoundError(
+            f"{folder / 'annotations'}: {len(jsons)} COCO jsons and none named for a split (train / val / test): "
+            f"{', '.join(j.name for j in jsons)}; give the training json as the path (and --data.val_json)"
+        )
+    if not out and "train" in _export_jsons(folder):
+        return _export_jsons(folder)
+    return out
+
+
+def coco_split_jsons(json_path: Path) -> dict[str, Path]:
+    """Split -> json for a COCO json given as the dataset path: the json trains; val and test jsons beside it (see
+    the module docstring) or, where there is none, the same json."""
+    out = {s: json_path for s in SPLITS}
+    folder = json_path.parent
+    if any(folder.name.lower() in names for names in SPLIT_FOLDERS.values()):  # Roboflow: root/train/x.json
+        for split, names in SPLIT_FOLDERS.items():
+            if split == "train":
+                continue
+            for name in names:
+                sibling = folder.parent / name
+                if sibling == folder:
+                    continue
+                found = sibling / json_path.name if (sibling / json_path.name).is_file() else None
+                found = found or _split_folder_json(sibling)
+                if found is not None:
+                    out[split] = found
+                    break
+    elif "train" in json_path.stem.lower():  # instances_train2017.json -> instances_val2017.json
+        for split in ("val", "test"):
+            sibling = folder / (json_path.stem.lower().replace("train", split) + json_path.suffix)
+            match = next((j for j in sorted(folder.glob("*.json")) if j.name.lower() == sibling.name), None)
+            if match is not None:
+                out[split] = match
     return out
 
 
@@ -124,7 +195,7 @@ def resolve_dataset(path: str | os.PathLike, format: str = "auto") -> DatasetLoc
         if fmt is None or format not in ("auto", fmt):
             raise ValueError(f"{p}: a {suffix} file cannot be read as format={format!r} (yaml: yolo, json: coco)")
         if fmt == "coco":
-            return DatasetLocation("coco", p, {s: p for s in SPLITS})
+            return DatasetLocation("coco", p, coco_split_jsons(p))
         return DatasetLocation("yolo", p)
     # folder
     if format in ("auto", "yolo"):
@@ -138,8 +209,14 @@ def resolve_dataset(path: str | os.PathLike, format: str = "auto") -> DatasetLoc
         jsons = _coco_jsons(p)
         if jsons:
             return DatasetLocation("coco", p, jsons)
+        own = _split_folder_json(p) if any(p.name.lower() in n for n in SPLIT_FOLDERS.values()) else None
+        if own is not None:  # a split folder of a Roboflow export (train/ with _annotations.coco.json)
+            return DatasetLocation("coco", own, coco_split_jsons(own))
         if format == "coco":
-            raise FileNotFoundError(f"{p}: no annotations/*train*.json, *val*.json or *test*.json (format='coco')")
+            raise FileNotFoundError(
+                f"{p}: no annotations/*.json, nor train/ valid/ test/ folders with {ROBOFLOW_COCO_JSON} "
+                "(format='coco')"
+            )
     if format in ("auto", "voc"):
         try:
             return DatasetLocation("voc", find_voc_root(p))
@@ -147,8 +224,8 @@ def resolve_dataset(path: str | os.PathLike, format: str = "auto") -> DatasetLoc
             if format == "voc":
                 raise
     raise FileNotFoundError(
-        f"{p}: no dataset recognised (expected data.yaml for YOLO, annotations/*.json for COCO, or "
-        f"Annotations/ + JPEGImages/ for VOC)"
+        f"{p}: no dataset recognised (expected data.yaml for YOLO, annotations/*.json or train/ + valid/ folders "
+        f"with {ROBOFLOW_COCO_JSON} for COCO, or Annotations/ + JPEGImages/ for VOC)"
     )
 
 
@@ -201,4 +278,21 @@ def load_split(
     return src
 
 
-__all__ += ["check_class_names", "SPLITS"]
+def set_split_json(location: DatasetLocation, split: str, json_path: str | os.PathLike) -> None:
+    """Use ``json_path`` for ``split`` of a COCO dataset (``YOLODataModule(val_json=..., test_json=...)``).
+
+    Raises:
+        ValueError: the dataset is not COCO, or the file is not a ``.json``. FileNotFoundError: it does not exist.
+    """
+    p = Path(os.path.expanduser(str(json_path)))
+    key = f"{split}_json"
+    if location.format != "coco":
+        raise ValueError(f"{key} {str(p)!r}: only for COCO datasets; {location.path} is a {location.format} dataset")
+    if not p.is_file():
+        raise FileNotFoundError(f"{key} {str(p)!r}: file not found")
+    if p.suffix.lower() != ".json":
+        raise ValueError(f"{key} {str(p)!r}: expected a COCO .json file")
+    location.coco_jsons[split] = p
+
+
+__all__ += ["check_class_names", "SPLITS", "SPLIT_FOLDERS", "coco_split_jsons", "set_split_json"]

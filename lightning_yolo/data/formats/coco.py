@@ -1,7 +1,11 @@
 """COCO json (``instances_*.json``): images, annotations (``bbox`` = x, y, w, h pixels), categories.
 
 Category ids may have gaps (COCO's 1..90 for 80 classes): they are mapped to contiguous labels ``0..C-1`` in
-ascending id order, and the names kept in that order. ``iscrowd=1`` (and ``ignore=1``) annotations become crowd
+ascending id order, and the names kept in that order. Image and category ids may be strings (``"id": "1"`` or
+``"img_a"``, as some tools and hand-made files write them): numeric strings count as their number, other strings
+keep the json's order (categories) or get the image's position as internal id (images); predictions written by
+``lightning-yolo predict`` carry the json's own ids. Any other id (a float, ``null``, a list) is an error naming
+the file and the key. ``iscrowd=1`` (and ``ignore=1``) annotations become crowd
 boxes: kept out of training, passed to evaluation as ``iscrowd``. Images without annotations are kept.
 
 Image folder: the json's ``file_name`` entries are looked up, in order, in ``image_dir`` (if given),
@@ -30,7 +34,56 @@ from .base import (
     keep_readable,
 )
 
-__all__ = ["read_coco_json", "coco_class_names", "load_coco_split", "find_image_dir", "write_coco_json"]
+__all__ = [
+    "read_coco_json",
+    "coco_class_names",
+    "coco_category_order",
+    "coco_id",
+    "load_coco_split",
+    "find_image_dir",
+    "write_coco_json",
+]
+
+
+def coco_id(value: Any, where: str) -> int | str:
+    """A COCO ``id`` / ``image_id`` / ``category_id`` as written: an integer or a non-empty string.
+
+    Raises:
+        ValueError: anything else, naming ``where`` (``file: images[3].id``) and the value.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value
+    raise ValueError(f"{where} is {value!r}: COCO ids must be integers (or strings such as \"1\" or \"img_a\")")
+
+
+def _id_key(value: Any) -> str:
+    # ids are matched by their text: an annotation's image_id 1 finds the image with "id": "1" and the reverse
+    return str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else repr(value)
+
+
+def _numeric(value: int | str) -> int | None:
+    text = str(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def coco_category_order(categories: Sequence[Any], json_path: str | os.PathLike) -> list[tuple[int | str, str]]:
+    """``(id, name)`` of the json's categories in label order: ascending numeric id (COCO's rule), categories with
+    non-numeric string ids after them in the json's order.
+
+    Raises:
+        ValueError: a category without ``id`` / ``name``, or an id that is neither integer nor string.
+    """
+    cats = []
+    for i, c in enumerate(categories):
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise ValueError(f"{json_path}: categories[{i}] needs 'id' and 'name', got {c!r}")
+        cid = coco_id(c["id"], f"{json_path}: categories[{i}].id")
+        num = _numeric(cid)
+        cats.append(((num is None, num if num is not None else 0, i), cid, str(c["name"])))
+    cats.sort(key=lambda t: t[0])
+    return [(cid, name) for _, cid, name in cats]
 
 
 def read_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
@@ -61,19 +114,14 @@ def read_coco_json(json_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _categories(data: dict[str, Any], json_path: Path) -> tuple[dict[int, int], list[str]]:
-    """category id -> contiguous label, and names in label order."""
-    cats = []
-    for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise ValueError(f"{json_path}: categories[{i}] needs 'id' and 'name', got {c!r}")
-        cats.append((int(c["id"]), str(c["name"])))
-    ids = [c[0] for c in cats]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+    """category id (as :func:`_id_key` text) -> contiguous label, and names in label order."""
+    cats = coco_category_order(data["categories"], json_path)
+    keys = [_id_key(cid) for cid, _ in cats]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
         raise ValueError(f"{json_path}: duplicate category ids {dup}")
-    cats.sort()
     names = check_class_names([n for _, n in cats], f"{json_path}: categories")
-    return {cid: label for label, (cid, _) in enumerate(cats)}, names
+    return {key: label for label, key in enumerate(keys)}, names
 
 
 def coco_class_names(json_path: str | os.PathLike) -> list[str]:
@@ -144,30 +192,35 @@ def load_coco_split(
         raise ValueError(f"{json_path}: categories {names} differ from the other split's {list(class_names)}")
     report = ScanReport(source=str(json_path), split=split)
 
-    images: dict[int, dict[str, Any]] = {}
+    images: dict[str, dict[str, Any]] = {}  # id text -> image entry
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
             raise ValueError(f"{json_path}: images[{i}] needs 'id' and 'file_name', got {im!r}")
-        iid = int(im["id"])
-        if iid in images:
-            raise ValueError(f"{json_path}: images[{i}] repeats image id {iid} (ids must be unique)")
-        images[iid] = im
+        key = _id_key(coco_id(im["id"], f"{json_path}: images[{i}].id"))
+        if key in images:
+            raise ValueError(f"{json_path}: images[{i}] repeats image id {im['id']!r} (ids must be unique)")
+        images[key] = im
+    # internal integer ids: the json's own when they are all numeric (and distinct as numbers: "07" and "7" are not),
+    # else each image's position in the json
+    numeric = [_numeric(im["id"]) for im in images.values()]
+    use_numeric = None not in numeric and len(set(numeric)) == len(numeric)
+    internal_id = {key: (num if use_numeric else pos) for pos, (key, num) in enumerate(zip(images, numeric))}
     folder = find_image_dir(json_path, [im["file_name"] for im in data["images"]], image_dir and Path(image_dir))
 
-    per_image: dict[int, list[tuple[list[float], int, bool, str]]] = {iid: [] for iid in images}
+    per_image: dict[str, list[tuple[list[float], int, bool, str]]] = {key: [] for key in images}
     for i, ann in enumerate(data["annotations"]):
         where = f"{json_path}: annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else '?'})"
         if not isinstance(ann, dict):
             report.add("malformed annotation (skipped)", where)
             continue
         iid = ann.get("image_id")
-        if iid not in per_image:
-            report.add("annotation for an unknown image id (skipped)", f"{where} image_id {iid}")
+        if _id_key(iid) not in per_image:
+            report.add("annotation for an unknown image id (skipped)", f"{where} image_id {iid!r}")
             continue
         cid = ann.get("category_id")
-        if cid not in label_of:
+        if _id_key(cid) not in label_of:
             report.add(
-                f"unknown category id (not in categories {sorted(label_of)}; skipped)", f"{where} category_id {cid}"
+                f"unknown category id (not in categories [{', '.join(label_of)}]; skipped)", f"{where} category_id {cid!r}"
             )
             continue
         bbox = ann.get("bbox")
@@ -177,7 +230,7 @@ def load_coco_split(
             report.add("annotation without a valid bbox [x, y, w, h] (skipped)", where)
             continue
         crowd = bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0))
-        per_image[iid].append(([x, y, x + w, y + h], label_of[cid], crowd, where))
+        per_image[_id_key(iid)].append(([x, y, x + w, y + h], label_of[_id_key(cid)], crowd, where))
 
     candidates = [(folder / images[iid]["file_name"], iid) for iid in images]
     records: list[ImageRecord] = []
@@ -194,7 +247,7 @@ def load_coco_split(
         labels = np.array([a[1] for a in anns], np.int64)
         crowd = np.array([a[2] for a in anns], bool)
         boxes, labels, crowd = clean_boxes(boxes, labels, crowd, info.height, info.width, report, [a[3] for a in anns])
-        records.append(ImageRecord(path, int(iid), info.height, info.width, boxes, labels, crowd, info))
+        records.append(ImageRecord(path, internal_id[iid], info.height, info.width, boxes, labels, crowd, info))
     finish_report(records, report)
     return DatasetSource(records, names, report, folder)
 
