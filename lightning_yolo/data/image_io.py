@@ -19,6 +19,10 @@ via :func:`load_letterboxed`), the Python any-input predict (:mod:`lightning_yol
   ``left = round(dw / 2 - 0.1)`` (the odd pixel goes right / bottom; YOLOv5's rule). A point maps as
   ``input = original * ratio + pad``; :func:`lightning_yolo.ops.boxes.scale_boxes_to_original` inverts it.
 * **Files** (:func:`list_image_files`, :data:`IMAGE_EXTENSIONS`): a file, a folder or a glob pattern.
+* **Size limit** (:data:`MAX_IMAGE_PIXELS`): PIL refuses images over about 179 megapixels as possible
+  "decompression bombs"; a dataset is the user's own data, not an attack, so every file here is opened
+  (:func:`open_image`) with the limit raised to OpenCV's own, 2^30 pixels. A larger image is a ``ValueError``
+  naming the file and its size: the scan counts it as unreadable and skips it, predict reports it as skipped.
 
 Orientation: boxes in COCO / YOLO / VOC labels refer to the *displayed* image (EXIF orientation applied), as
 ultralytics does; sizes reported by :func:`probe_image` are displayed sizes.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,8 @@ __all__ = [
     "list_image_files",
     "load_letterboxed",
     "load_resized",
+    "MAX_IMAGE_PIXELS",
+    "open_image",
     "probe_image",
     "resize_image",
 ]
@@ -57,6 +64,35 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".
 
 #: Grey used for letterbox padding, Mosaic canvas and transparent pixels (ultralytics / YOLOv5 value).
 FILL_VALUE = 114
+
+#: Largest image decoded (pixels): OpenCV's ``CV_IO_MAX_IMAGE_PIXELS`` default, 2^30 (about 3 GiB as RGB).
+MAX_IMAGE_PIXELS = 1 << 30
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """``PIL.Image.open`` with PIL's decompression-bomb limit raised to :data:`MAX_IMAGE_PIXELS`.
+
+    PIL raises ``DecompressionBombError`` (not an ``OSError``) from ``open`` for images over twice its
+    ``MAX_IMAGE_PIXELS`` (about 179 MP), and warns above it: a 200-megapixel photo in a dataset would end a run
+    with a traceback. The check happens only inside ``open``, so the module-wide limit is raised just around it
+    (under a lock: scans probe in threads) and restored; a limit the user set higher (or ``None``) is kept.
+
+    Raises:
+        ValueError: the image has more than :data:`MAX_IMAGE_PIXELS` pixels, naming the file and its size.
+        Whatever ``PIL.Image.open`` raises otherwise.
+    """
+    with _PIL_LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        if before is not None and before < MAX_IMAGE_PIXELS // 2:
+            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # PIL: warning above the limit, error above twice it
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError as err:
+            raise ValueError(f"{path}: image too large to decode ({err}; limit {MAX_IMAGE_PIXELS} pixels)") from err
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
 
 # PIL modes that OpenCV decodes to the same RGB as PIL's convert("RGB"); everything else goes through PIL.
 _FAST_MODES = ("RGB", "L")
@@ -105,7 +141,7 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             width, height = im.size
             mode, fmt = im.mode, im.format or ""
             try:
@@ -194,7 +230,7 @@ def decode_image(path: str | os.PathLike, info: ImageInfo | None = None, reduce:
             return img
         # fall through to PIL, which gives the better error message
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = ImageOps.exif_transpose(im) if info.orientation != 1 else im
             return _pil_to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

@@ -263,10 +263,11 @@ def verify_decode(path: Path) -> None:
         ValueError: the pixels cannot be decoded at all.
     """
     import cv2
-    from PIL import Image
+
+    from ..image_io import open_image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.load()
     except (OSError, SyntaxError, ValueError) as err:
         decoded = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
