@@ -463,11 +463,20 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
     return value
 
 
-def checkpoint_data_args(ckpt_path: str) -> list[str]:
+def checkpoint_data_args(ckpt_path: str, subcommand: str | None = None) -> list[str]:
     """``--data.*`` flags holding the data settings saved in a checkpoint (:data:`CKPT_DATA_KEYS`), and
-    ``--trainer.default_root_dir`` = the root of the checkpoint's run when it lies in a Lightning run folder."""
+    ``--trainer.default_root_dir`` = the root of the checkpoint's run when it lies in a Lightning run folder.
+
+    For ``predict`` the saved dataset path is only a default: predict needs the classes, which the checkpoint
+    holds, so a training dataset that no longer exists is left out (``--data.path=null``, with a one-line notice)
+    instead of ending the run with "dataset path does not exist"."""
     ckpt = load_checkpoint_dict(ckpt_path, mmap=True)  # errors name the file (empty, truncated, not a checkpoint)
-    saved = ckpt.get("datamodule_hyper_parameters") or {}
+    saved = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    gone = saved.get("path")
+    if subcommand == "predict" and gone is not None and not Path(os.path.expanduser(str(gone))).exists():
+        print(f"[lightning-yolo predict] {ckpt_path}: its training data {gone} no longer exists; the classes come "
+              "from the checkpoint")  # fmt: skip
+        saved["path"] = None
     out = []
     for key in CKPT_DATA_KEYS:
         if key not in saved:
@@ -494,7 +503,7 @@ def with_checkpoint_data(argv: list[str]) -> list[str]:
     if not ckpt_path or not os.path.isfile(ckpt_path):
         return argv
     at = 3 if argv[1:3] == ["--config", demo_config_path()] else 1
-    return [*argv[:at], *checkpoint_data_args(ckpt_path), *argv[at:]]
+    return [*argv[:at], *checkpoint_data_args(ckpt_path, argv[0]), *argv[at:]]
 
 
 def main(args: list[str] | None = None) -> None:
