@@ -371,6 +371,212 @@ CASES = [
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# datasets as other tools export them (issue 19): Roboflow YOLO and COCO, CVAT COCO, symlinked folders, pose labels,
+# string ids, a 200-megapixel photo; predict after the training data is gone
+
+
+def _roboflow_coco(root: Path, splits: tuple[str, ...] = ("train", "valid", "test"), n: int = 3) -> Path:
+    """A Roboflow "COCO" export: ``<split>/_annotations.coco.json`` beside that split's images, a super-category
+    0 without annotations (as Roboflow writes it), renamed files ``<name>_jpg.rf.<hash>.jpg``."""
+    for split in splits:
+        images, anns = [], []
+        for i in range(n + (split == "train")):
+            name = f"{split}{i}_jpg.rf.{zlib.crc32(f'{split}{i}'.encode()):08x}.jpg"
+            img(root / split / name)
+            images.append({"id": i, "license": 1, "file_name": name, "height": 48, "width": 64,
+                           "date_captured": "2024-05-01T10:00:00+00:00"})  # fmt: skip
+            anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [8, 8, 32, 24], "area": 768,
+                         "segmentation": [], "iscrowd": 0})  # fmt: skip
+        data = {"info": {"year": "2024", "description": "Exported from roboflow.com"}, "licenses": [],
+                "categories": [{"id": 0, "name": "things", "supercategory": "none"},
+                               {"id": 1, "name": "thing", "supercategory": "things"}],
+                "images": images, "annotations": anns}  # fmt: skip
+        (root / split / "_annotations.coco.json").write_text(json.dumps(data))
+    (root / "README.roboflow.txt").write_text("Exported via roboflow.com\n")
+    return root
+
+
+def _roboflow_yolo(root: Path) -> Path:
+    """A Roboflow "YOLOv8" export: ``data.yaml`` beside ``train/ valid/ test/``, paths written as ``../<split>``."""
+    for split, n in (("train", 4), ("valid", 2), ("test", 2)):
+        for i in range(n):
+            img(root / split / "images" / f"{split}{i}.jpg")
+            (root / split / "labels").mkdir(parents=True, exist_ok=True)
+            (root / split / "labels" / f"{split}{i}.txt").write_text(LABEL)
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\ntest: ../test/images\n\nnc: 1\nnames: ['thing']\n\n"
+        "roboflow:\n  workspace: me\n  project: things\n  version: 1\n  license: CC BY 4.0\n"
+        "  url: https://universe.roboflow.com/me/things/dataset/1\n"
+    )
+    return root / "data.yaml"
+
+
+def _cvat_coco(root: Path, extra_json: bool = False) -> Path:
+    """CVAT's "COCO 1.0" export: ``annotations/instances_default.json`` beside ``images/``."""
+    images, anns = [], []
+    for i in range(4):
+        img(root / "images" / f"frame_{i:06d}.png", fmt="PNG")
+        images.append({"id": i + 1, "width": 64, "height": 48, "file_name": f"frame_{i:06d}.png", "license": 0,
+                       "flickr_url": "", "coco_url": "", "date_captured": 0})  # fmt: skip
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "segmentation": [], "area": 768.0,
+                     "bbox": [8.0, 8.0, 32.0, 24.0], "iscrowd": 0, "attributes": {"occluded": False}})  # fmt: skip
+    data = {"licenses": [{"name": "", "id": 0, "url": ""}], "info": {"contributor": "", "version": ""},
+            "categories": [{"id": 1, "name": "thing", "supercategory": ""}], "images": images, "annotations": anns}
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(data))
+    if extra_json:
+        (root / "annotations" / "instances_backup.json").write_text(json.dumps(data))
+    return root
+
+
+def _string_ids(root: Path, image_ids: list, category_id: object = "1") -> Path:
+    """A COCO json whose ids are strings (``"id": "img_a"``, ``"category_id": "1"``) or other non-integers."""
+    images = [{"id": iid, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i, iid in enumerate(image_ids)]
+    for i in range(len(image_ids)):
+        img(root / "images" / f"{i}.jpg")
+    anns = [{"id": f"ann{i}", "image_id": iid, "category_id": category_id, "bbox": [8, 8, 32, 24], "iscrowd": 0}
+            for i, iid in enumerate(image_ids)]  # fmt: skip
+    path = root / "instances_train.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": category_id, "name": "thing"}]}))  # fmt: skip
+    return path
+
+
+def _symlinked(tmp: Path) -> Path:
+    """``images/train/b -> <elsewhere>/images`` and ``labels/train/b -> <elsewhere>/labels`` (2 + 2 images), and a
+    link cycle ``images/train/a/again -> ..`` that must not loop nor count an image twice."""
+    root = tmp / "ds"
+    for i in range(2):
+        img(root / "images" / "train" / "a" / f"a{i}.jpg")
+        img(tmp / "elsewhere" / "images" / f"b{i}.jpg")
+        (root / "labels" / "train" / "a").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / "train" / "a" / f"a{i}.txt").write_text(LABEL)
+        (tmp / "elsewhere" / "labels").mkdir(parents=True, exist_ok=True)
+        (tmp / "elsewhere" / "labels" / f"b{i}.txt").write_text("0 0.3 0.3 0.2 0.2\n0 0.7 0.7 0.2 0.2\n")
+    (root / "images" / "train" / "b").symlink_to(tmp / "elsewhere" / "images", target_is_directory=True)
+    (root / "labels" / "train" / "b").symlink_to(tmp / "elsewhere" / "labels", target_is_directory=True)
+    (root / "images" / "train" / "a" / "again").symlink_to("..", target_is_directory=True)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [thing]\n")
+    return root / "data.yaml"
+
+
+def _images_and_boxes(n_images: int, n_boxes: int) -> Callable[[Path, object], None]:
+    def check(tmp: Path, cli) -> None:
+        report = cli.datamodule.sources["train"].report
+        assert (report.num_images, report.num_boxes) == (n_images, n_boxes), report.summary()
+
+    return check
+
+
+def _pose(tmp: Path) -> Path:
+    """ultralytics pose labels: ``kpt_shape: [4, 2]``, lines ``cls cx cy w h`` + 4 (x, y) keypoints = 13 values,
+    the keypoints spread wider than the box (their enclosing box is not the object's box)."""
+    path = yolo(tmp / "ds", yaml="train: images/train\nval: images/train\nkpt_shape: [4, 2]\nnames: [person]\n",
+                label="0 0.5 0.5 0.25 0.5 0.1 0.1 0.9 0.1 0.9 0.9 0.1 0.9\n")  # fmt: skip
+    (tmp / "ds" / "labels" / "train" / "3.txt").write_text("0 0.5 0.5 0.25 0.5 0.1 0.1\n")  # too few values
+    return path
+
+
+def _pose_boxes(tmp: Path, cli) -> None:
+    records = cli.datamodule.sources["train"].records
+    assert len(records) == 4 and [len(r.boxes) for r in records] == [1, 1, 1, 0]
+    np.testing.assert_allclose(records[0].boxes[0], [24.0, 12.0, 40.0, 36.0], atol=1e-4)  # 64 x 48 image
+
+
+def _huge(tmp: Path) -> Path:
+    """A 200-megapixel photo (20000 x 10000) among ordinary images: PIL calls it a decompression bomb."""
+    path = yolo(tmp / "ds", n=2)  # one batch of 2: the training step and the validation decode it
+    Image.new("L", (20000, 10000), 90).save(tmp / "ds" / "images" / "train" / "1.jpg", quality=50)
+    return path
+
+
+def _ckpt_data_gone(tmp: Path, ckpt: Path) -> list[str]:
+    """A checkpoint trained on a dataset that was deleted since (its saved data.path no longer exists)."""
+    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data["datamodule_hyper_parameters"]["path"] = str(tmp / "deleted_dataset" / "data.yaml")
+    moved = tmp / "moved.ckpt"
+    torch.save(data, moved)
+    img(tmp / "photos" / "a.jpg", size=(80, 60))
+    img(tmp / "photos" / "b.jpg", size=(80, 60))
+    return ["predict", "--config", DEBUG, "--ckpt_path", str(moved), "--data.predict_path", str(tmp / "photos"),
+            "--writer.output_dir", str(tmp / "pred"), "--trainer.logger", "false"]  # fmt: skip
+
+
+def _split_sources(**expected: str) -> Callable[[Path, object], None]:
+    """The json / folder each split was read from ends with the given text."""
+
+    def check(tmp: Path, cli) -> None:
+        cli.datamodule.source("test")
+        for split, end in expected.items():
+            source = cli.datamodule.sources[split].report.source
+            assert source.replace("\\", "/").endswith(end), (split, source)
+
+    return check
+
+
+def _coco_predictions_keep_ids(tmp: Path, ckpt: Path) -> list[str]:
+    path = _string_ids(tmp / "c", ["img_a", "img_b", "img_c"])
+    return ["predict", "--config", DEBUG, "--ckpt_path", str(ckpt), "--data.path", str(path),
+            "--data.predict_path", str(tmp / "c" / "images"), "--writer.output_dir", str(tmp / "pred"),
+            "--model.predict_score_thresh", "0.0", "--trainer.logger", "false"]  # fmt: skip
+
+
+def _string_ids_in_predictions(tmp: Path, cli) -> None:
+    results = json.loads((tmp / "pred" / "predictions.json").read_text())
+    assert results and {r["image_id"] for r in results} <= {"img_a", "img_b", "img_c"}
+    assert {r["file_name"].rsplit("/", 1)[-1]: r["image_id"] for r in results}.get("0.jpg", "img_a") == "img_a"
+
+
+CASES += [
+    Case("yolo_symlinked_folders", lambda t, _: fit_args(t, _symlinked(t)), "ok", (), _images_and_boxes(4, 6)),
+    Case("yolo_pose_labels_kpt_shape", lambda t, _: fit_args(t, _pose(t)), "skip",
+         ("pose label: box read, keypoints ignored", "malformed pose label line (kpt_shape [4, 2]: expected 13",
+          "labels/train/3.txt:1"), _pose_boxes),
+    Case("yolo_pose_kpt_shape_invalid",
+         _yaml_case("train: images/train\nval: images/train\nkpt_shape: [17, 4]\nnames: [a]\n"), "error",
+         ("data.yaml: kpt_shape must be [K, D]", "[17, 4]")),
+    Case("yolo_roboflow_data_yaml", lambda t, _: fit_args(t, _roboflow_yolo(t / "rf")), "ok", (),
+         _split_sources(train="data.yaml", val="data.yaml")),
+    Case("coco_roboflow_export_folder", lambda t, _: fit_args(t, _roboflow_coco(t / "rf")), "ok", (),
+         _split_sources(train="train/_annotations.coco.json", val="valid/_annotations.coco.json",
+                        test="test/_annotations.coco.json")),
+    Case("coco_roboflow_train_json", lambda t, _: fit_args(t, _roboflow_coco(t / "rf") / "train" /
+                                                           "_annotations.coco.json"), "ok", (),
+         _split_sources(train="train/_annotations.coco.json", val="valid/_annotations.coco.json")),
+    Case("coco_roboflow_train_folder", lambda t, _: fit_args(t, _roboflow_coco(t / "rf") / "train"), "ok", (),
+         _split_sources(train="train/_annotations.coco.json", val="valid/_annotations.coco.json")),
+    Case("coco_one_json_validates_on_training_images",
+         lambda t, _: fit_args(t, _roboflow_coco(t / "rf", splits=("train",)) / "train" / "_annotations.coco.json"),
+         "skip", ("validation reads the training images", "--data.val_json"),
+         _split_sources(train="train/_annotations.coco.json", val="train/_annotations.coco.json")),
+    Case("coco_val_json_named",
+         lambda t, _: fit_args(t, _roboflow_coco(t / "rf", splits=("train", "other")) / "train" /
+                               "_annotations.coco.json", "--data.val_json",
+                               str(t / "rf" / "other" / "_annotations.coco.json")),
+         "ok", (), _split_sources(val="other/_annotations.coco.json")),
+    Case("coco_val_json_missing", lambda t, _: fit_args(t, _roboflow_coco(t / "rf") / "train", "--data.val_json",
+                                                        str(t / "rf" / "nope.json")),
+         "error", ("val_json", "nope.json': file not found")),
+    Case("coco_cvat_export", lambda t, _: fit_args(t, _cvat_coco(t / "cvat")), "skip",
+         ("instances_default.json: the training json", "validation reads the training images"), _boxes(4)),
+    Case("coco_cvat_several_jsons", lambda t, _: fit_args(t, _cvat_coco(t / "cvat", extra_json=True)), "error",
+         ("2 COCO jsons and none named for a split", "instances_backup.json, instances_default.json")),
+    Case("coco_string_ids", lambda t, _: fit_args(t, _string_ids(t / "c", ["img_a", "img_b", "img_c", "img_d"])),
+         "skip", ("validation reads the training images",), _boxes(4)),
+    Case("coco_numeric_string_ids", lambda t, _: fit_args(t, _string_ids(t / "c", ["1", "2", 3, "4"], 1)),
+         "skip", ("validation reads the training images",), _boxes(4)),
+    Case("coco_float_image_id", lambda t, _: fit_args(t, _string_ids(t / "c", [1, 2.5, 3])), "error",
+         ("instances_train.json: images[1].id is 2.5", "integers")),
+    Case("coco_null_category_id", lambda t, _: fit_args(t, _string_ids(t / "c", [1, 2], None)), "error",
+         ("instances_train.json: categories[0].id is None",)),
+    Case("predict_coco_string_ids_kept", _coco_predictions_keep_ids, "ok", (), _string_ids_in_predictions),
+    Case("yolo_200_megapixel_image", lambda t, _: fit_args(t, _huge(t)), "ok", (), _images_and_boxes(2, 2)),
+    Case("predict_training_data_gone", _ckpt_data_gone, "ok", ("its training data", "no longer exists"),
+         _predictions(2, 0)),
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # running a case
 
 
