@@ -651,5 +651,26 @@ def test_corpus_is_large_and_covers_every_kind():
 
 
 if __name__ == "__main__":  # pragma: no cover
+    # python tests/test_fault_corpus.py [--list]: runs every case (a few minutes) and prints the counts by outcome,
+    # then the tracebacks and the wrong results (a case whose outcome or check failed without a traceback)
+    import sys
+
     counts = Counter(c.outcome for c in CASES)
     print(f"{len(CASES)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if "--list" not in sys.argv:
+        failures: dict[str, str] = {}
+
+        class _Tally:
+            def pytest_runtest_logreport(self, report) -> None:
+                if report.failed:
+                    crash = getattr(report.longrepr, "reprcrash", None)
+                    failures[report.nodeid] = crash.message if crash is not None else str(report.longrepr)
+
+        pytest.main([__file__, "-q", "-p", "no:cacheprovider", "-k", "test_corpus_case"], plugins=[_Tally()])
+        # test_corpus_case asserts "no traceback" first, with stderr as the message: a traceback fails there
+        tracebacks = sorted(n for n, m in failures.items() if "Traceback" in m)
+        wrong = sorted(set(failures) - set(tracebacks))
+        print(f"{len(CASES)} cases run: {len(tracebacks)} tracebacks, {len(wrong)} silent wrong results")
+        for name in tracebacks + wrong:
+            print(f"  {name}")
+        sys.exit(1 if failures else 0)
