@@ -34,7 +34,7 @@ def _trainer(**kw) -> pl.Trainer:
 
 
 def _candidates(module: YOLOModule, dm: YOLODataModule) -> float:
-    """Mean number of boxes per image whose best class score passes the module's score_thresh."""
+    """Mean number of boxes per image whose best class score passes the module's validation threshold."""
     total, images = 0, 0
     module.eval()
     with torch.no_grad():
@@ -42,27 +42,19 @@ def _candidates(module: YOLOModule, dm: YOLODataModule) -> float:
             batch = dm.on_after_batch_transfer(batch, 0)
             decoded = module.predictor().decode(batch["images"])
             scores = (decoded[..., 4:5] * decoded[..., 5:]).amax(-1)
-            total += int((scores > module.hparams.score_thresh).sum())
+            total += int((scores > module.inference.val_score_thresh).sum())
             images += decoded.shape[0]
     return total / max(images, 1)
 
 
 def _validate(module: YOLOModule, dm: YOLODataModule, max_nms: int, nms_kind: str, repeats: int) -> tuple[float, float]:
-    module.hparams.nms_kind = nms_kind
-    original = YOLOModule.predictor
-
-    def predictor(**kw):  # the benchmark's cap on every predictor the module builds
-        return original(module, **{"max_nms": max_nms, **kw})
-
-    module.predictor = predictor
+    # the NMS kind and candidate cap of every predictor the module builds (model.inference)
+    module.hparams.inference = module.inference.replace(nms_kind=nms_kind, max_nms=max_nms).to_dict()
     best, metrics = float("inf"), {}
-    try:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            metrics = _trainer().validate(module, dm, verbose=False)[0]
-            best = min(best, time.perf_counter() - start)
-    finally:
-        del module.predictor
+    for _ in range(repeats):
+        start = time.perf_counter()
+        metrics = _trainer().validate(module, dm, verbose=False)[0]
+        best = min(best, time.perf_counter() - start)
     return best, float(metrics["val/map_50"])
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "ModelCfg",
     "LossCfg",
     "AugmentCfg",
+    "InferenceCfg",
     "__version__",
 ]
 
@@ -33,6 +34,7 @@ _LAZY = {
     "ModelCfg": "lightning_yolo.models.config",
     "LossCfg": "lightning_yolo.training.config",
     "AugmentCfg": "lightning_yolo.data.config",
+    "InferenceCfg": "lightning_yolo.ops.postprocess",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from .models import create_model
 from .models.predictor import YOLOPredictor
 from .ops.boxes import scale_boxes_to_original
-from .ops.postprocess import DEFAULTS, detections_to_original
+from .ops.postprocess import InferenceCfg, detections_to_original
 from .reporting.metrics import make_map_metric, pad_for_sync, per_image_targets
 from .reporting.report import EvalReport, build_report, count_instances
 from .training.config import LossCfg
@@ -67,12 +68,10 @@ class YOLOModule(pl.LightningModule):
             anchors when their best possible recall is below ``auto_anchor_bpr``
             (:class:`~lightning_yolo.callbacks.AutoAnchor`).
         auto_anchor_bpr: the best-possible-recall threshold of ``auto_anchor``.
-        score_thresh: validation score threshold (COCO protocol: 0.001).
-        nms_iou_thresh: validation NMS IoU threshold.
-        nms_kind: ``"diou"`` (darknet ``nms_kind=diounms``) or ``"greedy"``.
-        max_det: detections per image in validation (COCO: 100 are scored).
-        predict_score_thresh: score threshold of ``predict`` / :meth:`predictor` (what a user wants drawn).
-        predict_max_det: detections per image of ``predict`` / :meth:`predictor`.
+        inference: thresholds, NMS and detection caps, :class:`~lightning_yolo.ops.postprocess.InferenceCfg`: the
+            predict ones (``score_thresh`` 0.25, ``max_det`` 300; ``predict``, :meth:`predictor`, export,
+            ``load_predictor``) and the validation / test ones (``val_score_thresh`` 0.001, ``val_max_det`` 100), NMS
+            shared; on the command line the nested group ``--model.inference.score_thresh 0.4``.
         init_from: fine-tune: a checkpoint of this package or a plain ``state_dict`` whose matching tensors
             initialise the model (the head is re-initialised when the class list differs), or darknet ``.weights``
             (cfg from ``darknet_cfg`` or next to the weights; :mod:`lightning_yolo.models.darknet`), which also sets
@@ -105,12 +104,7 @@ class YOLOModule(pl.LightningModule):
         ema_tau: float = 2000.0,
         auto_anchor: bool = False,
         auto_anchor_bpr: float = 0.98,
-        score_thresh: float = DEFAULTS.val_score_thresh,
-        nms_iou_thresh: float = DEFAULTS.nms_iou_thresh,
-        nms_kind: str = DEFAULTS.nms_kind,
-        max_det: int = DEFAULTS.val_max_det,
-        predict_score_thresh: float = DEFAULTS.score_thresh,
-        predict_max_det: int = DEFAULTS.max_det,
+        inference: InferenceCfg = InferenceCfg(),  # noqa: B008 (frozen, as loss)
         init_from: str | None = None,
         darknet_cfg: str | None = None,
         freeze_backbone_epochs: int = 0,
@@ -123,8 +117,6 @@ class YOLOModule(pl.LightningModule):
         _optimizer_class(optimizer_name)  # unknown names fail here, naming the choices
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if nms_kind not in ("diou", "greedy"):
-            raise ValueError(f"nms_kind must be 'diou' or 'greedy', got {nms_kind!r}")
         if map_backend not in ("pycocotools", "faster_coco_eval"):
             raise ValueError(f"map_backend must be 'pycocotools' or 'faster_coco_eval', got {map_backend!r}")
         if map_backend == "faster_coco_eval":
@@ -138,6 +130,7 @@ class YOLOModule(pl.LightningModule):
         loss = LossCfg.coerce(loss)  # a dict when loaded from a checkpoint
         self.save_hyperparameters()
         self.hparams["loss"] = loss.to_dict()  # plain data in checkpoints and hparams.yaml
+        self.hparams["inference"] = InferenceCfg.coerce(inference).to_dict()
         self._resume_rng_state: dict[str, Any] | None = None
         from_darknet = bool(init_from) and str(init_from).lower().endswith(".weights")
         if from_darknet and "bn_eps" not in (model_overrides or {}):
@@ -152,20 +145,15 @@ class YOLOModule(pl.LightningModule):
         self.loss = self._make_loss()
         self.val_map = make_map_metric(map_backend)
         self.test_map = make_map_metric(map_backend)
-        # anchors are network buffers: after any load_state_dict (resume, load_from_checkpoint) the loss and the
-        # config follow them
-        self.register_load_state_dict_post_hook(lambda module, incompatible: module._sync_anchors())
         if from_darknet:
             from .models.darknet import init_from_darknet
 
-            report = init_from_darknet(self.model, init_from, darknet_cfg)
-            self._sync_anchors()  # darknet's anchors came with its weights
+            report = init_from_darknet(self.model, init_from, darknet_cfg)  # darknet's anchors come with it
             rank_zero_info(f"init_from {init_from}: {report.summary()}")
         elif init_from:
             from .inference.checkpoint import load_matching_weights
 
             report = load_matching_weights(self.model, init_from)
-            self._sync_anchors()  # the source's anchors came with its weights
             # rank_zero_info: the load report is shown by default (loaded / skipped / re-initialised)
             rank_zero_info(f"init_from {init_from}: {report.summary()}")
 
@@ -183,25 +171,15 @@ class YOLOModule(pl.LightningModule):
         names = self.hparams.get("class_names")
         return list(names) if names else [str(i) for i in range(self.hparams.num_classes)]
 
-    def _predict_settings(self) -> dict[str, Any]:
-        """``score_thresh`` / ``max_det`` of ``predict`` and :meth:`predictor`, as the user set them (checkpoints
-        older than the settings: :data:`~lightning_yolo.ops.postprocess.DEFAULTS`)."""
-        hp = self.hparams
-        return {
-            "score_thresh": float(hp.get("predict_score_thresh", DEFAULTS.score_thresh)),
-            "max_det": int(hp.get("predict_max_det", DEFAULTS.max_det)),
-        }
+    @property
+    def inference(self) -> InferenceCfg:
+        """The inference settings (``hparams.inference`` as :class:`~lightning_yolo.ops.postprocess.InferenceCfg`)."""
+        return InferenceCfg.coerce(self.hparams["inference"])
 
-    def predictor(self, **kwargs: Any) -> YOLOPredictor:
-        """A :class:`YOLOPredictor` sharing this module's network (kwargs override the validation settings)."""
-        hp = self.hparams
-        settings = dict(
-            self._predict_settings(),
-            nms_iou_thresh=hp.nms_iou_thresh,
-            nms_kind=hp.nms_kind,
-            class_names=self.class_names,
-        )
-        settings.update(kwargs)
+    def predictor(self, stage: str = "predict", **kwargs: Any) -> YOLOPredictor:
+        """A :class:`YOLOPredictor` sharing this module's network with the ``stage`` settings of :attr:`inference`
+        (``"predict"`` or ``"val"``); kwargs override them."""
+        settings = {**self.inference.predictor_settings(stage), "class_names": self.class_names, **kwargs}
         return YOLOPredictor(self.model, **settings)
 
     # ------------------------------------------------------------------ forward / steps
@@ -273,12 +251,12 @@ class YOLOModule(pl.LightningModule):
         self.log("train/instances", instances, batch_size=bs, prog_bar=True, on_step=True, on_epoch=False)
         return total
 
-    def _predict_original(self, raw_maps: list[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]], **kw: Any):
-        """Detections from a batch's head maps, in original-image pixels (undoing the letterbox of each image)."""
-        hp = self.hparams
-        settings: dict[str, Any] = {"score_thresh": hp.score_thresh, "max_det": hp.max_det}
-        settings.update(kw)
-        dets = self.predictor(**settings).detect_raw(raw_maps)
+    def _predict_original(
+        self, raw_maps: list[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]], stage: str = "val"
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections from a batch's head maps with the ``stage`` settings, in original-image pixels (undoing the
+        letterbox of each image)."""
+        dets = self.predictor(stage).detect_raw(raw_maps)
         # boxes wholly in the letterbox padding are dropped (detections_to_original), as Python predict does
         return [
             detections_to_original(det, tgt["ratio"], tgt["pad"], tgt["orig_size"]) if "ratio" in tgt else det
@@ -436,9 +414,9 @@ class YOLOModule(pl.LightningModule):
         self._eval_epoch_end(self.test_map, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        """Detections in original-image pixels, ``predict_score_thresh`` and ``predict_max_det`` applied."""
+        """Detections in original-image pixels, ``inference.score_thresh`` and ``inference.max_det`` applied."""
         images, targets = self._check_batch(batch)
-        dets = self._predict_original(self.model(images), targets, **self._predict_settings())
+        dets = self._predict_original(self.model(images), targets, "predict")
         for det, tgt in zip(dets, targets):
             if "image_id" in tgt:
                 det["image_id"] = tgt["image_id"]
@@ -579,7 +557,8 @@ class YOLOModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ anchors
     def set_anchors(self, anchors: Sequence[Sequence[Sequence[float]]]) -> None:
-        """Replace the anchors (``[levels][anchors][w, h]`` pixels) of the network, its config and the loss."""
+        """Replace the anchors (``[levels][anchors][w, h]`` pixels) in the network's buffer, their one home: the loss
+        and ``model.cfg`` read it."""
         from .models.anchors import anchors_tensor
 
         new = anchors_tensor(anchors)
@@ -588,16 +567,6 @@ class YOLOModule(pl.LightningModule):
             raise ValueError(f"anchors must have shape {list(current.shape)} like the model's, got {list(new.shape)}")
         with torch.no_grad():
             current.copy_(new.to(current))
-        self._sync_anchors()
-
-    def _sync_anchors(self) -> None:
-        """Loss buffers and ``model.cfg`` follow the network's anchor buffer (after a change or a load)."""
-        anchors = self.model.anchors.anchors
-        with torch.no_grad():
-            self.loss.anchors.copy_(anchors.to(self.loss.anchors))
-        as_list = tuple(tuple((round(float(w), 4), round(float(h), 4)) for w, h in lvl) for lvl in anchors.tolist())
-        if tuple(tuple(tuple(a) for a in lvl) for lvl in self.model.cfg.anchors) != as_list:
-            self.model.cfg = self.model.cfg.replace(anchors=as_list)
 
     # ------------------------------------------------------------------ checkpoints
     @torch.no_grad()
@@ -632,15 +601,20 @@ class YOLOModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resume_rng_state = checkpoint.get("lightning_yolo_rng")
-        # A checkpoint of an older version keeps the loss knobs flat; load_from_checkpoint drops keys that __init__
-        # does not take, so without this the loss would silently fall back to the defaults.
-        from .inference.checkpoint import upgrade_module_hparams
 
-        upgraded, moved = upgrade_module_hparams(dict(checkpoint.get("hyper_parameters") or {}))
-        if moved and LossCfg.from_dict(upgraded["loss"]) != self.loss.cfg:
-            self.hparams["loss"] = upgraded["loss"]
-            self.loss = self._make_loss().to(self.device)
-            rank_zero_info(f"checkpoint of an older version: loss settings {moved} read into model.loss")
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``; a checkpoint of an older version (settings that moved into
+        ``loss`` / ``inference``) is upgraded on load with one line naming the file, as the command line does."""
+        if isinstance(checkpoint_path, str | os.PathLike) and os.path.isfile(checkpoint_path):
+            from .inference.checkpoint import load_checkpoint_dict, upgrade_module_hparams, upgrade_notice
+
+            hparams = load_checkpoint_dict(checkpoint_path, mmap=True).get("hyper_parameters") or {}
+            upgraded, moved = upgrade_module_hparams(dict(hparams))
+            if moved:
+                rank_zero_info(upgrade_notice(checkpoint_path, moved))
+                kwargs = {**{k: upgraded[k] for k in ("loss", "inference") if k in upgraded}, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
 
 def _get_rng_state() -> dict[str, Any]:

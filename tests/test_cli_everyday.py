@@ -4,6 +4,7 @@ typed --model flags beat the checkpoint's, predict honours its thresholds and wr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,12 +74,54 @@ def test_validate_with_other_classes_is_one_clear_error(small_ckpt, tmp_path):
 
 
 def test_typed_model_flags_beat_the_checkpoint(small_ckpt, tmp_path):
+    """A typed field of a settings group wins over the checkpoint; the group's other fields stay the checkpoint's."""
+    ckpt = torch.load(small_ckpt, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["inference"]["nms_kind"] = "greedy"  # not the config's diou
+    greedy = tmp_path / "greedy.ckpt"
+    torch.save(ckpt, greedy)
     run = ["--trainer.default_root_dir", str(tmp_path)]
-    cli = build_cli(["validate", "--config", DEBUG, "--ckpt_path", str(small_ckpt), *run,
-                     "--model.nms_iou_thresh", "0.3", "--model.predict_score_thresh=0.05"])  # fmt: skip
-    assert cli.model.hparams.nms_iou_thresh == 0.3 and cli.model.hparams.predict_score_thresh == 0.05
+    cli = build_cli(["validate", "--config", DEBUG, "--ckpt_path", str(greedy), *run,
+                     "--model.inference.nms_iou_thresh", "0.3", "--model.inference.val_score_thresh=0.05"])  # fmt: skip
+    assert cli.model.inference.nms_iou_thresh == 0.3 and cli.model.inference.val_score_thresh == 0.05
+    assert cli.model.inference.nms_kind == "greedy"  # the checkpoint's, not the whole group from the config
     cli = build_cli(["validate", "--config", DEBUG, "--ckpt_path", str(small_ckpt), *run])
-    assert cli.model.hparams.nms_iou_thresh == 0.6  # the checkpoint's
+    assert cli.model.inference.nms_iou_thresh == 0.6  # the checkpoint's
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["predict", "--model.score_thresh", "0.5"],
+         r"--model\.score_thresh moved: it is --model\.inference\.val_score_thresh now \(validation / test; the "
+         r"predict one is --model\.inference\.score_thresh\)"),
+        (["fit", "--model.predict_score_thresh=0.3"], r"--model\.predict_score_thresh moved: .*--model\.inference\.score_thresh"),
+        (["fit", "--model.nms_kind", "greedy"], r"--model\.nms_kind moved: it is --model\.inference\.nms_kind now"),
+        (["fit", "--model.box_loss", "giou"], r"--model\.box_loss moved: it is --model\.loss\.box_loss now"),
+        (["predict", "--model.inference.val_score_thresh", "0.5"],
+         r"--model\.inference\.val_score_thresh has no effect in predict: .*--model\.inference\.score_thresh"),
+        (["validate", "--model.inference.score_thresh", "0.5"],
+         r"--model\.inference\.score_thresh has no effect in validate: .*--model\.inference\.val_score_thresh"),
+        (["test", "--model.inference.max_det=5"], r"no effect in test: .*--model\.inference\.val_max_det"),
+    ],
+)  # fmt: skip
+def test_moved_and_ineffective_model_keys_fail_naming_the_key_to_use(argv, message, capsys):
+    """Every model key that moved into a settings group fails with one line naming its new key (it never silently
+    does nothing, as `predict --model.score_thresh 0.5` did), and so does a threshold without effect in the
+    subcommand."""
+    with pytest.raises(SystemExit) as err:
+        main([*argv, "--config", DEBUG])
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(message, lines[0]), lines
+
+
+def test_a_moved_key_in_a_config_file_names_file_and_new_key(tmp_path, capsys):
+    config = tmp_path / "old.yaml"
+    config.write_text("model:\n  model_name: yolov4_pico\n  nms_iou_thresh: 0.5\n")
+    with pytest.raises(SystemExit) as err:
+        main(["fit", "--config", DEBUG, "--config", str(config)])
+    assert err.value.code == 2
+    assert f"{config}: model.nms_iou_thresh moved: it is model.inference.nms_iou_thresh now" in capsys.readouterr().err
 
 
 def test_predict_thresholds_and_coco_image_ids_load_in_pycocotools(small_ckpt, tmp_path):
@@ -92,7 +135,7 @@ def test_predict_thresholds_and_coco_image_ids_load_in_pycocotools(small_ckpt, t
     build_cli(["predict", "--config", DEBUG, "--ckpt_path", str(small_ckpt), "--data.path", str(ann),
                "--data.predict_path", str(val_dir), "--writer.output_dir", str(out),
                "--trainer.default_root_dir", str(tmp_path),
-               "--model.predict_score_thresh", "0.0", "--model.predict_max_det", "7"])  # fmt: skip
+               "--model.inference.score_thresh", "0.0", "--model.inference.max_det", "7"])  # fmt: skip
     results = json.loads((out / "predictions.json").read_text())
     ids = {r["image_id"] for r in results}
     assert ids == {img["id"] for img in images}  # the json's ids (1..3), not file positions (0..2)

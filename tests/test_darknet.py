@@ -241,7 +241,7 @@ def test_yolov4_weights_parity_and_round_trip(tmp_path):
     assert imp.model_overrides == {"bn_eps": 1e-5}  # anchors, scale_x_y, SPP: yolov4.cfg's are the defaults
     assert imp.module_hparams == {
         "loss": {"box_loss": "ciou", "iou_thresh": 0.213, "ignore_thresh": 0.7},
-        "nms_kind": "greedy",
+        "inference": {"nms_kind": "greedy"},
     }
     # package -> darknet: the same bytes as the file written above (weights), and a cfg that loads back bit-exact
     save_darknet(model, tmp_path / "out.cfg", tmp_path / "out.weights", img_size=64, seen=123456)

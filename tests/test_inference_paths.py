@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_yolo import YOLOModule
+from lightning_yolo import InferenceCfg, YOLOModule
 from lightning_yolo.data.collate import collate_detection
 from lightning_yolo.data.image_io import decode_image, load_letterboxed, load_resized
 from lightning_yolo.data.predict import PredictImages
@@ -94,7 +94,7 @@ def test_decoded_files_follow_one_rule(image_files):
 
 @pytest.mark.parametrize("nms_kind", ["diou", "greedy"])
 def test_cli_and_python_predict_give_identical_boxes(image_files, nms_kind):
-    module = _detecting_module(image_files, predict_score_thresh=0.1, nms_kind=nms_kind)
+    module = _detecting_module(image_files, inference=InferenceCfg(score_thresh=0.1, nms_kind=nms_kind))
     # lightning-yolo predict: PredictImages -> collate -> the DataModule's float conversion -> predict_step
     dataset = PredictImages(image_files[0].parent, IMG_SIZE)
     batch = collate_detection([dataset[i] for i in range(len(dataset))])
@@ -116,9 +116,9 @@ def test_cli_and_python_predict_give_identical_boxes(image_files, nms_kind):
 
 
 def test_user_score_thresh_is_honoured_below_the_default(image_files):
-    """predict_step uses the user's predict_score_thresh as given, also below the 0.25 default."""
-    low = _detecting_module(image_files, predict_score_thresh=0.01)
-    high = _detecting_module(image_files, predict_score_thresh=0.3)
+    """predict_step uses the user's inference.score_thresh as given, also below the 0.25 default."""
+    low = _detecting_module(image_files, inference=InferenceCfg(score_thresh=0.01))
+    high = _detecting_module(image_files, inference=InferenceCfg(score_thresh=0.3))
     dataset = PredictImages(image_files[0], IMG_SIZE)
     batch = collate_detection([dataset[0]])
     batch["images"] = batch["images"].float().div_(255.0)
@@ -186,7 +186,7 @@ def test_boxes_wholly_in_the_padding_are_dropped_on_every_path(image_files, tmp_
     (``detections_to_original``) drops it for both, so both return the same boxes and none is degenerate."""
     wide = tmp_path / "wide.jpg"  # 512 x 64: at 128 px the picture is 16 rows, 112 rows of padding
     Image.fromarray(_picture(7, 512, 64)).save(wide, quality=90)
-    module = _detecting_module(image_files, predict_score_thresh=0.001, predict_max_det=300)
+    module = _detecting_module(image_files, inference=InferenceCfg(score_thresh=0.001, max_det=300))
     dataset = PredictImages(wide, IMG_SIZE)
     batch = collate_detection([dataset[0]])
     batch["images"] = batch["images"].float().div_(255.0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import ops as tv_ops
 
-from lightning_yolo import YOLOModule
+from lightning_yolo import InferenceCfg, YOLOModule
 from lightning_yolo.ops.nms import batched_nms
 
 # the module, not the function of the same name that lightning_yolo.ops exports
@@ -37,7 +37,7 @@ def test_predictor_caps_candidates_entering_nms(monkeypatch, nms_kind):
     """An untrained 1-class model passes score_thresh=0.001 with all 6,300 boxes per image at 320 px: at most
     max_nms per image (the best by score) enter NMS."""
     torch.manual_seed(0)
-    module = YOLOModule(model_name="yolov4_pico", num_classes=1, nms_kind=nms_kind).eval()
+    module = YOLOModule(model_name="yolov4_pico", num_classes=1, inference=InferenceCfg(nms_kind=nms_kind)).eval()
     sizes = []
     name = "diou_nms" if nms_kind == "diou" else "batched_nms"
     real = getattr(postprocess_module, name)

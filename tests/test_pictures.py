@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics.detection import MeanAveragePrecision
 
-from lightning_yolo import YOLODataModule, YOLOModule
+from lightning_yolo import InferenceCfg, YOLODataModule, YOLOModule
 from lightning_yolo.callbacks import DetectionImageLogger, DetectionPlots
 from lightning_yolo.data.synthetic import make_synthetic_dataset
 from lightning_yolo.reporting.plots import (
@@ -121,7 +121,9 @@ def run(tmp_path: Path, data_yaml: Path, logger, callbacks) -> YOLODataModule:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         default_root_dir=tmp_path,
     )  # fmt: skip
-    trainer.fit(YOLOModule(num_classes=dm.num_classes, class_names=dm.class_names, score_thresh=0.0), dm)
+    inference = InferenceCfg(val_score_thresh=0.0)
+    module = YOLOModule(num_classes=dm.num_classes, class_names=dm.class_names, inference=inference)
+    trainer.fit(module, dm)
     return dm
 
 

@@ -48,8 +48,9 @@ def test_every_loss_field_is_a_cli_key(printed_config):
 def test_module_switches_are_cli_keys(printed_config):
     model = printed_config["model"]
     for key in ("optimizer_name", "lr_schedule", "ema", "ema_decay", "ema_tau", "auto_anchor", "auto_anchor_bpr",
-                "freeze_backbone_epochs", "cross_minibatch_norm", "nms_kind"):  # fmt: skip
+                "freeze_backbone_epochs", "cross_minibatch_norm", "inference"):  # fmt: skip
         assert key in model, key
+    assert model["inference"]["nms_kind"] == "diou" and model["inference"]["val_score_thresh"] == 0.001
     assert "optimizer" not in model and "lr_scheduler" not in model  # one way to set each
 
 

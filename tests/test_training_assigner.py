@@ -178,3 +178,29 @@ def test_bad_targets_name_the_key(target, message):
 def test_level_count_mismatch():
     with pytest.raises(ValueError, match="3 levels"):
         assign_targets([_target([], [])], ANCHORS, STRIDES, SCALE, SIZES[:2])
+
+
+def test_one_public_api_for_the_loss_and_for_callers():
+    """The loss concatenates a batch's targets once (concat_targets) and hands the table to the same public
+    assign_targets / pad_targets callers use with per-image dicts; both forms give the same result."""
+    import ast
+    import inspect
+
+    from lightning_yolo.training import loss as loss_module
+    from lightning_yolo.training.assigner import FlatTargets, concat_targets
+
+    targets = [_target([[12, 20, 32, 30], [40, 60, 100, 120]], [1, 2]), _target([], []), _target([[0, 0, 9, 9]], [0])]
+    flat = concat_targets(targets)
+    assert isinstance(flat, FlatTargets) and flat.num_images == 3
+    from_dicts = assign_targets(targets, ANCHORS, STRIDES, SCALE, SIZES, neighbour_cells=True)
+    from_flat = assign_targets(flat, ANCHORS, torch.tensor(STRIDES, dtype=torch.float32), SCALE, SIZES, neighbour_cells=True)
+    assert all(torch.equal(x, y) for x, y in zip(from_dicts, from_flat))
+    assert all(torch.equal(x, y) for x, y in zip(pad_targets(targets), pad_targets(flat)))
+    assert pad_targets(flat)[0].shape == (3, 2, 4)
+    imported = [
+        alias.name
+        for node in ast.walk(ast.parse(inspect.getsource(loss_module)))
+        if isinstance(node, ast.ImportFrom) and node.module == "assigner"
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if name.startswith("_")], imported

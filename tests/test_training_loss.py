@@ -300,9 +300,19 @@ def test_bad_inputs_raise_with_the_key_or_value():
         YOLOLoss(C, ANCHORS, level_obj_weights=(1.0, 1.0))
 
 
-def test_anchor_buffers_move_with_the_loss_and_stay_out_of_state_dict():
-    loss_fn = YOLOLoss(C, ANCHORS)
-    assert loss_fn.state_dict() == {}
-    assert torch.equal(loss_fn.anchors, ANCHORS.anchors) and loss_fn.anchors.data_ptr() != ANCHORS.anchors.data_ptr()
-    assert loss_fn.to(torch.float64).anchors.dtype == torch.float64  # buffers follow .to(); forward uses float32
+def test_the_loss_reads_the_network_anchors_and_holds_no_copy():
+    """One home for the anchors: the loss reads the network's AnchorSet, so an in-place change of the network's
+    buffer (load_state_dict, AutoAnchor, set_anchors) is what the next loss call uses, with no sync code."""
+    anchors = AnchorSet(ANCHORS.anchors.tolist(), ANCHORS.strides.tolist(), ANCHORS.scale_x_y.tolist())
+    loss_fn = YOLOLoss(C, anchors)
+    assert loss_fn.state_dict() == {} and list(loss_fn.children()) == []  # not a submodule: saved with the network
+    assert loss_fn.anchors.data_ptr() == anchors.anchors.data_ptr()
+    before = _v(loss_fn(_maps(2), TARGETS)["loss"])
+    halved = {"anchors": anchors.anchors / 2, "strides": anchors.strides, "scale_x_y": anchors.scale_x_y}
+    anchors.load_state_dict(halved)  # as a checkpoint load does: copies into the network's buffer
+    after = _v(loss_fn(_maps(2), TARGETS)["loss"])
+    fresh = _v(YOLOLoss(C, AnchorSet(halved["anchors"].tolist(), [8, 16, 32], [1.2, 1.1, 1.05]))(_maps(2), TARGETS)["loss"])
+    assert after != before and after == pytest.approx(fresh, rel=1e-6)
     assert math.isfinite(_v(loss_fn(_maps(2), TARGETS)["loss"]))
+
+

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from ..ops.postprocess import DEFAULT_IMG_SIZE
 from .args import parse_args
 
 __all__ = ["anchors_main", "build_anchors_parser", "format_anchors_yaml"]
@@ -27,7 +28,10 @@ def build_anchors_parser() -> argparse.ArgumentParser:
         help="a data.yaml, a COCO json or a dataset folder (default: the built-in synthetic dataset)",
     )  # fmt: skip
     parser.add_argument("--format", default="auto", choices=("auto", "coco", "yolo", "voc"))
-    parser.add_argument("--img_size", type=int, default=640, help="network input side the boxes are scaled to (640)")
+    parser.add_argument(
+        "--img_size", type=int, default=DEFAULT_IMG_SIZE,
+        help=f"network input side the boxes are scaled to ({DEFAULT_IMG_SIZE})",
+    )  # fmt: skip
     parser.add_argument(
         "--num_anchors", type=int, default=None,
         help="total anchors, split over the model's levels (default: 3 per level, 9; yolov4_tiny: 6)",

@@ -20,7 +20,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
 from ..callbacks.outputs import PredictionWriter, ResultsFiles
-from ..inference.checkpoint import load_checkpoint_dict, upgrade_module_hparams
+from ..inference.checkpoint import load_checkpoint_dict, moved_hparams, upgrade_module_hparams, upgrade_notice
 from ..data.datamodule import YOLODataModule
 from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from ..module import YOLOModule
@@ -103,7 +103,7 @@ class YOLOCLI(LightningCLI):
     never typed twice.
 
     With ``--ckpt_path``, LightningCLI replaces the ``model`` settings by the checkpoint's hyperparameters; here the
-    ``--model.*`` flags typed on the command line still win (e.g. ``predict --model.predict_score_thresh 0.05``).
+    ``--model.*`` flags typed on the command line still win (e.g. ``predict --model.inference.score_thresh 0.05``).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -114,10 +114,12 @@ class YOLOCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def _typed_model_keys(self) -> list[str]:
+        """The ``--model.*`` keys typed, full dotted paths (``inference.score_thresh``: only that field wins over
+        the checkpoint, not the whole group)."""
         keys = []
         for arg in self._argv:
             if arg.startswith("--model."):
-                key = arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0]
+                key = arg[len("--model.") :].split("=", 1)[0]
                 if key and key not in keys:
                     keys.append(key)
         return keys
@@ -130,18 +132,21 @@ class YOLOCLI(LightningCLI):
                 if f"{sub}.model.{key}" in self.config:
                     typed[key] = self.config[f"{sub}.model.{key}"]
         ckpt_path = self.config.get(f"{sub}.ckpt_path") if sub else None
+        upgraded_on_load = False
         if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
             # load_checkpoint_dict: errors naming the file, not torch's EOFError / zip error
             hparams = load_checkpoint_dict(ckpt_path, mmap=True).get("hyper_parameters") or {}
-            _, moved = upgrade_module_hparams(dict(hparams))
-            if moved:
-                raise ValueError(
-                    f"{ckpt_path}: written by an older lightning-yolo (model settings {moved} are model.loss.* or "
-                    "gone now); upgrade it once with: python -c \"from lightning_yolo.inference.checkpoint import "
-                    f"upgrade_checkpoint; upgrade_checkpoint('{ckpt_path}')\""
-                )
+            upgraded, moved = upgrade_module_hparams(dict(hparams))
+            if moved:  # the policy of YOLOModule.load_from_checkpoint too: upgrade on load, say so in one line
+                from pytorch_lightning.utilities import rank_zero_info
+
+                rank_zero_info(upgrade_notice(ckpt_path, moved))
+                upgraded.pop("_instantiator", None)
+                self.config = self.parser.parse_object({sub: {"model": upgraded}}, self.config)
+                upgraded_on_load = True  # Lightning's own reading (below) would meet the old keys
         try:
-            super()._parse_ckpt_path()
+            if not upgraded_on_load:
+                super()._parse_ckpt_path()
         except (RuntimeError, EOFError, OSError, AttributeError) as err:
             raise ValueError(
                 f"{ckpt_path}: cannot be read as a checkpoint of this package ({type(err).__name__}: "
@@ -506,6 +511,64 @@ def with_checkpoint_data(argv: list[str]) -> list[str]:
     return [*argv[:at], *checkpoint_data_args(ckpt_path, argv[0]), *argv[at:]]
 
 
+#: ``--model.*`` keys that have no effect in a subcommand, and what to use there instead: typing one is an error.
+NO_EFFECT_KEYS: dict[str, dict[str, str]] = {
+    "predict": {
+        "inference.val_score_thresh": "the validation / test threshold; predict uses --model.inference.score_thresh",
+        "inference.val_max_det": "the validation / test cap; predict uses --model.inference.max_det",
+    },
+    **{
+        sub: {
+            "inference.score_thresh": f"the predict threshold; {sub} uses --model.inference.val_score_thresh",
+            "inference.max_det": f"the predict cap; {sub} uses --model.inference.val_max_det",
+        }
+        for sub in ("validate", "test")
+    },
+}
+
+
+def _config_paths(argv: list[str]) -> list[str]:
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith(("--config=", "-c=")):
+            paths.append(arg.split("=", 1)[1])
+    return [p for p in paths if os.path.isfile(p)]
+
+
+def _moved_message(old: str, new: str) -> str:
+    hint = f" (validation / test; the predict one is --model.{new.replace('val_', '')})" if ".val_" in new else ""
+    return f"{old} moved: it is model.{new} now{hint}"
+
+
+def check_model_keys(argv: list[str]) -> None:
+    """Raise a ``ValueError`` (one line) for a model key that moved (:func:`~lightning_yolo.inference.checkpoint.
+    moved_hparams`), typed or in a ``--config`` file, naming its new place, and for a typed key that has no effect
+    in the subcommand (:data:`NO_EFFECT_KEYS`)."""
+    moved = moved_hparams()
+    sub = argv[0] if argv else ""
+    for arg in argv[1:]:
+        if arg.startswith("--model."):
+            key = arg[len("--model.") :].split("=", 1)[0]
+            if key in moved:
+                raise ValueError(_moved_message(f"--model.{key}", moved[key]).replace(" model.", " --model.", 1))
+            why = NO_EFFECT_KEYS.get(sub, {}).get(key)
+            if why:
+                raise ValueError(f"--model.{key} has no effect in {sub}: it is {why}")
+    import yaml
+
+    for path in _config_paths(argv[1:]):
+        with open(path, encoding="utf-8-sig") as f:
+            config = yaml.safe_load(f)
+        model = config.get("model") if isinstance(config, dict) else None
+        if isinstance(model, dict) and isinstance(model.get("init_args"), dict):
+            model = model["init_args"]
+        for key in model if isinstance(model, dict) else ():
+            if key in moved:
+                raise ValueError(f"{path}: {_moved_message(f'model.{key}', moved[key])}")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-yolo`` console script and ``python -m lightning_yolo``.
 
@@ -563,6 +626,7 @@ def _run(argv: list[str]) -> None:
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
         argv = with_shipped_configs(argv)
         check_config_files(argv)  # YAML errors name the file and line
+        check_model_keys(argv)  # moved keys name their new place; keys without effect in the subcommand fail
         if argv[0] in DEMO_COMMANDS and any(a in ("-h", "--help") for a in argv[1:]) and not any(
             _is_config_flag(a) for a in argv[1:]
         ):

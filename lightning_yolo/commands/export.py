@@ -45,13 +45,15 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--no_dynamic_batch", action="store_true", help="fix the ONNX batch size at 1")
     parser.add_argument(
-        "--score_thresh", type=float, default=DEFAULTS.score_thresh,
-        help=f"--with_nms: smallest score kept ({DEFAULTS.score_thresh})",
+        "--score_thresh", type=float, default=None,
+        help=f"--with_nms: smallest score kept (default: the checkpoint's model.inference.score_thresh, "
+        f"{DEFAULTS.score_thresh} unless set at training)",
     )  # fmt: skip
     parser.add_argument("--nms_iou_thresh", type=float, default=None, help="--with_nms: default: the checkpoint's")
     parser.add_argument(
-        "--max_det", type=int, default=DEFAULTS.max_det, help=f"--with_nms: detections per image ({DEFAULTS.max_det})"
-    )
+        "--max_det", type=int, default=None,
+        help=f"--with_nms: detections per image (default: the checkpoint's model.inference.max_det, {DEFAULTS.max_det})",
+    )  # fmt: skip
     parser.add_argument("--model_name", default=None, help="variant name, needed for a plain state_dict")
     parser.add_argument(
         "--check", action="store_true",
@@ -84,11 +86,11 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
     parser = build_export_parser()
     args = parse_args(parser, argv)
     try:
-        settings: dict[str, Any] = {"score_thresh": args.score_thresh, "max_det": args.max_det}
+        # the checkpoint's predict settings (model.inference) unless given here: the same names as there
+        given = {"score_thresh": args.score_thresh, "max_det": args.max_det, "nms_iou_thresh": args.nms_iou_thresh}
+        settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if args.with_nms:
             settings["nms_kind"] = "greedy"  # the only NMS with a static-graph form (see lightning_yolo.inference.export)
-        if args.nms_iou_thresh is not None:
-            settings["nms_iou_thresh"] = args.nms_iou_thresh
         predictor = load_predictor(args.checkpoint, model_name=args.model_name, **settings)
         img_size = _img_size(args.img_size, predictor.img_size)
         if args.format == "darknet":

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ..ops.postprocess import DEFAULT_IMG_SIZE
 from .collate import collate_detection
 from .config import AugmentCfg
 from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset, set_split_json
@@ -107,7 +108,7 @@ class YOLODataModule(pl.LightningDataModule):
         self,
         path: str | None = None,
         format: str = "auto",
-        img_size: int = 640,
+        img_size: int = DEFAULT_IMG_SIZE,
         batch_size: int = 16,
         num_workers: int = 4,
         persistent_workers: bool = True,

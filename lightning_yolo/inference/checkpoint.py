@@ -26,9 +26,11 @@ from ..models.factory import create_model
 from ..models.predictor import YOLOPredictor
 from ..models.weights import LoadReport
 from ..models.yolo import YOLOv4
+from ..ops.postprocess import InferenceCfg
 
 __all__ = [
     "LoadReport",
+    "MOVED_HPARAMS",
     "check_checkpoint_file",
     "load_checkpoint_dict",
     "load_matching_weights",
@@ -37,6 +39,7 @@ __all__ = [
     "split_checkpoint",
     "upgrade_checkpoint",
     "upgrade_module_hparams",
+    "upgrade_notice",
 ]
 
 #: Prefix of the network's weights inside a YOLOModule checkpoint (the module's attribute ``model``).
@@ -175,9 +178,10 @@ def load_predictor(
         num_classes: class count; checked against the weights.
         map_location: device the network is moved to.
         **settings: :class:`YOLOPredictor` settings (``score_thresh``, ``nms_kind``, ``class_names``,
-            ``img_size``, ...); the checkpoint's ``class_names``, ``nms_iou_thresh``, ``nms_kind`` and
-            ``img_size`` are the defaults, the rest come from :data:`lightning_yolo.ops.postprocess.DEFAULTS`
-            (``score_thresh`` 0.25, the predict threshold, not the checkpoint's validation 0.001).
+            ``img_size``, ...); the defaults are the checkpoint's predict settings
+            (``InferenceCfg.predictor_settings("predict")`` of its ``inference``: ``score_thresh`` is the predict
+            threshold, 0.25 unless set at training, never the validation ``val_score_thresh``), its ``class_names``
+            and ``img_size``; a plain ``state_dict`` gets :data:`lightning_yolo.ops.postprocess.DEFAULTS`.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -197,12 +201,9 @@ def load_predictor(
         raise ValueError(f"{os.fspath(path)}: weights do not fit the rebuilt {name}: {err}") from err
     model.to(map_location).eval()
 
-    hparams = hparams or {}
+    hparams, _ = upgrade_module_hparams(hparams or {})
     meta = ckpt.get("lightning_yolo") if isinstance(ckpt.get("lightning_yolo"), dict) else {}
-    found: dict[str, Any] = {}
-    for key in ("nms_iou_thresh", "nms_kind"):
-        if hparams.get(key) is not None:
-            found[key] = hparams[key]
+    found: dict[str, Any] = InferenceCfg.coerce(hparams.get("inference")).predictor_settings("predict")
     # the training / validation size: the module's hyper-parameters, else the DataModule's (Lightning stores
     # them as 'datamodule_hyper_parameters')
     data_hparams = ckpt.get("datamodule_hyper_parameters")
@@ -302,28 +303,65 @@ def load_matching_weights(model: nn.Module, path: str | os.PathLike) -> LoadRepo
 # ----------------------------------------------------------------------------------------------------------------------
 # checkpoints written before the settings dataclasses
 
+#: ``YOLOModule`` arguments of older versions that moved into a settings group: old name -> today's dotted path
+#: under ``model`` (the ``LossCfg`` fields moved to ``loss.<name>`` likewise). The one table the checkpoint upgrade
+#: and the command line's "moved" errors read.
+MOVED_HPARAMS: dict[str, str] = {
+    "score_thresh": "inference.val_score_thresh",  # it was the validation threshold
+    "max_det": "inference.val_max_det",
+    "predict_score_thresh": "inference.score_thresh",
+    "predict_max_det": "inference.max_det",
+    "nms_iou_thresh": "inference.nms_iou_thresh",
+    "nms_kind": "inference.nms_kind",
+}
+
 #: ``YOLOModule`` arguments that older checkpoints hold and this version does not take (the optimizer / scheduler
 #: callables; the optimizer is chosen by ``optimizer_name`` now).
 _DROPPED_HPARAMS = ("optimizer", "lr_scheduler")
 
 
+def moved_hparams() -> dict[str, str]:
+    """Every moved ``YOLOModule`` argument, old name -> today's dotted path: :data:`MOVED_HPARAMS` and the flat loss
+    knobs (``box_loss`` -> ``loss.box_loss``)."""
+    from ..training.config import LossCfg
+
+    return {**{f.name: f"loss.{f.name}" for f in dataclasses.fields(LossCfg)}, **MOVED_HPARAMS}
+
+
 def upgrade_module_hparams(hparams: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``YOLOModule`` hyperparameters of a checkpoint written before the loss settings became one ``LossCfg``
-    (``box_loss: ciou`` at the top level instead of ``loss: {box_loss: ciou}``), in today's form.
+    """``YOLOModule`` hyperparameters of a checkpoint written before the settings groups (``box_loss: ciou`` at the
+    top level instead of ``loss: {box_loss: ciou}``, ``score_thresh: 0.001`` instead of
+    ``inference: {val_score_thresh: 0.001}``), in today's form (:func:`moved_hparams`).
 
     Returns:
         The upgraded copy and the names of the keys that moved or were dropped (empty: nothing to upgrade).
     """
-    from ..training.config import LossCfg
-
-    loss_fields = {f.name for f in dataclasses.fields(LossCfg)}
-    flat = {k: v for k, v in hparams.items() if k in loss_fields}
+    moved = {k: path for k, path in moved_hparams().items() if k in hparams}
     dropped = [k for k in _DROPPED_HPARAMS if k in hparams]
-    if not flat and not dropped:
+    if not moved and not dropped:
         return dict(hparams), []
-    out = {k: v for k, v in hparams.items() if k not in flat and k not in dropped}
-    out["loss"] = LossCfg.from_dict({**(hparams.get("loss") or {}), **flat}).to_dict()
-    return out, sorted(flat) + dropped
+    out = {k: v for k, v in hparams.items() if k not in moved and k not in dropped}
+    groups: dict[str, dict[str, Any]] = {}
+    for key, path in moved.items():
+        group, name = path.split(".", 1)
+        groups.setdefault(group, dict(hparams.get(group) or {}))[name] = hparams[key]
+    if "loss" in groups:
+        from ..training.config import LossCfg
+
+        out["loss"] = LossCfg.from_dict(groups["loss"]).to_dict()
+    if "inference" in groups:
+        out["inference"] = InferenceCfg.from_dict(groups["inference"]).to_dict()
+    return out, list(moved) + dropped
+
+
+def upgrade_notice(path: str | os.PathLike, moved: list[str]) -> str:
+    """The one line printed when a checkpoint of an older version is upgraded on load (CLI and Python alike)."""
+    table = moved_hparams()
+    changes = ", ".join(f"{k} -> model.{table[k]}" if k in table else f"{k} dropped" for k in moved)
+    return (
+        f"{os.fspath(path)}: checkpoint of an older lightning-yolo, upgraded on load ({changes}); "
+        "lightning_yolo.inference.checkpoint.upgrade_checkpoint rewrites the file"
+    )
 
 
 def upgrade_checkpoint(path: str | os.PathLike, output: str | os.PathLike | None = None) -> list[str]:

@@ -58,7 +58,7 @@ from torchvision import ops as tv_ops
 from ..models.predictor import YOLOPredictor
 from ..models.yolo import YOLOv4
 from ..ops.nms import group_offset_boxes
-from ..ops.postprocess import DEFAULTS, cap_per_image, nms_groups, select_candidates
+from ..ops.postprocess import DEFAULT_IMG_SIZE, DEFAULTS, cap_per_image, nms_groups, select_candidates
 
 __all__ = [
     "RawOutputs",
@@ -269,7 +269,7 @@ def _example_input(img_size: int | tuple[int, int], stride: int, batch: int = 2)
 def export_onnx(
     predictor_or_model: YOLOPredictor | YOLOv4,
     path: str | Path,
-    img_size: int | tuple[int, int] = 640,
+    img_size: int | tuple[int, int] = DEFAULT_IMG_SIZE,
     dynamic_batch: bool = True,
     with_nms: bool = False,
     opset: int = DEFAULT_OPSET,
@@ -342,7 +342,7 @@ def export_onnx(
 def export_torchscript(
     predictor_or_model: YOLOPredictor | YOLOv4,
     path: str | Path,
-    img_size: int | tuple[int, int] = 640,
+    img_size: int | tuple[int, int] = DEFAULT_IMG_SIZE,
     with_nms: bool = False,
     fuse: bool = True,
     pre_nms_topk: int | None = None,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ops.postprocess import DEFAULTS, NMS_KINDS, decode_outputs, postprocess
+from ..ops.postprocess import DEFAULT_IMG_SIZE, DEFAULTS, NMS_KINDS, decode_outputs, postprocess
 from .yolo import YOLOv4
 
 __all__ = ["YOLOPredictor", "check_img_size"]
@@ -65,7 +65,7 @@ class YOLOPredictor(nn.Module):
         class_agnostic: bool = False,
         multi_label: bool = False,
         class_names: Sequence[str] | None = None,
-        img_size: int | tuple[int, int] = 640,
+        img_size: int | tuple[int, int] = DEFAULT_IMG_SIZE,
     ) -> None:
         super().__init__()
         if nms_kind not in NMS_KINDS:

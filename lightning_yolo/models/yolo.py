@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .anchors import AnchorSet
+from .anchors import AnchorSet, anchors_tensor
 from .backbone import Backbone
 from .config import ModelCfg
 from .head import YOLOHead
@@ -32,7 +32,7 @@ class YOLOv4(nn.Module):
 
     def __init__(self, cfg: ModelCfg, num_classes: int) -> None:
         super().__init__()
-        self.cfg = cfg
+        self._cfg = cfg
         self.anchors = AnchorSet(cfg.anchors, cfg.strides, cfg.scale_x_y)
         self.backbone = Backbone(
             cfg.backbone,
@@ -83,6 +83,21 @@ class YOLOv4(nn.Module):
             bn_eps=cfg.bn_eps,
         )
         self.max_stride = int(max(cfg.strides))
+
+    @property
+    def cfg(self) -> ModelCfg:
+        """The architecture, with the anchors the network holds now.
+
+        The anchor buffer (``anchors.anchors``) is the one home of the anchors: a loaded checkpoint, darknet
+        weights, :class:`~lightning_yolo.callbacks.AutoAnchor` or ``set_anchors`` change it in place, and this
+        config (written into checkpoints as ``model_cfg``) reads it rather than keeping a copy in step.
+        """
+        held = self.anchors.anchors
+        if torch.equal(held.detach().cpu(), anchors_tensor(self._cfg.anchors)):
+            return self._cfg
+        return self._cfg.replace(
+            anchors=tuple(tuple((round(w, 4), round(h, 4)) for w, h in level) for level in held.tolist())
+        )
 
     @property
     def num_classes(self) -> int:

@@ -23,7 +23,7 @@ from .iou import (
     shape_iou,
 )
 from .nms import batched_nms, diou_nms, diou_nms_suppression
-from .postprocess import DEFAULTS, NMS_KINDS, InferenceDefaults, decode_outputs, postprocess
+from .postprocess import DEFAULTS, NMS_KINDS, InferenceCfg, decode_outputs, postprocess
 
 __all__ = [
     "MAX_LOG_WH",
@@ -45,7 +45,7 @@ __all__ = [
     "diou_nms",
     "diou_nms_suppression",
     "DEFAULTS",
-    "InferenceDefaults",
+    "InferenceCfg",
     "NMS_KINDS",
     "decode_outputs",
     "postprocess",

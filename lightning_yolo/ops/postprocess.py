@@ -7,18 +7,20 @@ with :func:`~lightning_yolo.ops.nms.group_offset_boxes` (the class offset) and :
 ``max_det`` best kept per image), are traceable and build the exported graph as well
 (:func:`lightning_yolo.inference.export.postprocess_padded`), so export and eager inference cannot drift apart.
 
-Inference defaults (:data:`DEFAULTS`, one :class:`InferenceDefaults`; every other default in the package reads it):
+Inference settings: :class:`InferenceCfg`, the one list of the knobs (and :data:`DEFAULTS`, its default instance,
+which every other default in the package reads). ``YOLOModule(inference=...)`` holds one; on the command line it is
+the nested group ``--model.inference.*``, in YAML ``model: inference: {...}``:
 
 =====================  ========  =================================================================================
-setting                value     used by
+setting                default   used by
 =====================  ========  =================================================================================
 ``score_thresh``       0.25      predict (``YOLOPredictor``, ``load_predictor``, ``lightning-yolo predict``), export
-``val_score_thresh``   0.001     validation / test mAP (COCO protocol; ``YOLOModule(score_thresh=...)``)
+``max_det``            300       detections per image for predict and export
+``val_score_thresh``   0.001     validation / test mAP (COCO protocol)
+``val_max_det``        100       detections per image for validation / test (COCO ``maxDets``)
 ``nms_iou_thresh``     0.6       NMS everywhere (IoU for greedy, ``IoU - R_diou^beta`` for DIoU-NMS)
 ``nms_kind``           diou      eager NMS (darknet ``diounms``); the exported graph is always greedy
 ``beta_nms``           0.6       DIoU-NMS distance exponent (darknet ``beta_nms``)
-``max_det``            300       detections per image for predict and export
-``val_max_det``        100       detections per image for validation (COCO ``maxDets``)
 ``max_nms``            3000      candidates per image entering NMS (best by score), eager and export
 =====================  ========  =================================================================================
 
@@ -32,12 +34,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ..settings import Settings
 from .boxes import cxcywh_to_xyxy, decode_boxes_cxcywh, make_grid, scale_boxes_to_original
 from .nms import batched_nms, diou_nms
 
 __all__ = [
     "DEFAULTS",
-    "InferenceDefaults",
+    "DEFAULT_IMG_SIZE",
+    "InferenceCfg",
     "NMS_KINDS",
     "cap_per_image",
     "decode_outputs",
@@ -52,29 +56,71 @@ NMS_KINDS: tuple[str, ...] = ("diou", "greedy")
 
 
 @dataclass(frozen=True)
-class InferenceDefaults:
-    """The package's inference defaults (table in the module docstring)."""
+class InferenceCfg(Settings):
+    """The inference settings of a model: thresholds, NMS, detection caps (table in the module docstring).
 
-    #: smallest ``objectness * class probability`` reported by predict and export.
+    Each threshold has one name everywhere: the predict threshold is ``score_thresh`` (``--model.inference.score_thresh``,
+    ``YOLOPredictor(score_thresh=)``, ``load_predictor(path, score_thresh=)``, ``lightning-yolo export --score_thresh``),
+    the validation / test threshold ``val_score_thresh`` (``--model.inference.val_score_thresh``); likewise
+    ``max_det`` and ``val_max_det``. A :class:`~lightning_yolo.models.predictor.YOLOPredictor` runs one of the two
+    sets: :meth:`predictor_settings` gives its arguments. NMS settings are shared: validation measures the NMS that
+    predict runs.
+
+    Attributes:
+        score_thresh: smallest ``objectness * class probability`` reported by predict and export.
+        max_det: detections per image, predict and export.
+        val_score_thresh: smallest score entering the mAP of validation / test (COCO protocol: 0.001).
+        val_max_det: detections per image, validation / test (COCO scores 100).
+        nms_iou_thresh: NMS threshold.
+        nms_kind: eager NMS kind, one of :data:`NMS_KINDS` (``"diou"``: darknet ``nms_kind=diounms``).
+        beta_nms: DIoU-NMS exponent on the centre-distance penalty (darknet ``beta_nms``).
+        max_nms: candidates per image entering NMS, the best by score.
+    """
+
+    _what = "inference setting"  # in the error for an unknown name (not a field: no annotation)
+
     score_thresh: float = 0.25
-    #: smallest score entering the mAP of validation / test (COCO protocol).
-    val_score_thresh: float = 0.001
-    #: NMS threshold.
-    nms_iou_thresh: float = 0.6
-    #: eager NMS kind, one of :data:`NMS_KINDS`.
-    nms_kind: str = "diou"
-    #: DIoU-NMS exponent on the centre-distance penalty.
-    beta_nms: float = 0.6
-    #: detections per image, predict and export.
     max_det: int = 300
-    #: detections per image, validation / test.
+    val_score_thresh: float = 0.001
     val_max_det: int = 100
-    #: candidates per image entering NMS.
+    nms_iou_thresh: float = 0.6
+    nms_kind: str = "diou"
+    beta_nms: float = 0.6
     max_nms: int = 3000
 
+    def __post_init__(self) -> None:
+        if self.nms_kind not in NMS_KINDS:
+            raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {self.nms_kind!r}")
+        for name in ("score_thresh", "val_score_thresh", "nms_iou_thresh"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        for name in ("max_det", "val_max_det", "max_nms"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
-#: The one instance every default in the package reads.
-DEFAULTS = InferenceDefaults()
+    def predictor_settings(self, stage: str = "predict") -> dict[str, float | int | str]:
+        """``YOLOPredictor`` arguments of ``stage``: ``"predict"`` (``score_thresh``, ``max_det``) or ``"val"``
+        (``val_score_thresh``, ``val_max_det``), with the shared NMS settings."""
+        if stage not in ("predict", "val"):
+            raise ValueError(f"stage must be 'predict' or 'val', got {stage!r}")
+        prefix = "val_" if stage == "val" else ""
+        return {
+            "score_thresh": getattr(self, f"{prefix}score_thresh"),
+            "max_det": getattr(self, f"{prefix}max_det"),
+            "nms_iou_thresh": self.nms_iou_thresh,
+            "nms_kind": self.nms_kind,
+            "beta_nms": self.beta_nms,
+            "max_nms": self.max_nms,
+        }
+
+
+#: The default settings, read by every default in the package.
+DEFAULTS = InferenceCfg()
+
+#: The default network input side (the DataModule's ``img_size``, the predictor's letterbox, export's example input,
+#: ``lightning-yolo anchors --img_size``), as YOLOv5's.
+DEFAULT_IMG_SIZE = 640
 
 
 def decode_outputs(

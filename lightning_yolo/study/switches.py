@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from ..ops.postprocess import NMS_KINDS
+
 __all__ = [
     "SWITCHES",
     "Change",
@@ -133,8 +135,8 @@ SWITCHES: dict[str, Switch] = {
            "cbam", "channel (SE) or channel + spatial (CBAM) attention blocks in the neck", ("none", "se", "cbam")),
         _s("hard_negatives", "hard negative mining (objectness)", None, "model.loss.hard_negative_ratio", 0.0, 3.0,
            "keep the hardest negatives, this many per positive (0: all)"),
-        _s("nms", "DIoU-NMS", "nms_kind", "model.nms_kind", "greedy", "diou", "non-maximum suppression kind",
-           ("diou", "greedy")),
+        _s("nms", "DIoU-NMS", "nms_kind", "model.inference.nms_kind", "greedy", "diou", "non-maximum suppression kind",
+           NMS_KINDS),
         _s("cmbn", "Cross mini-Batch Normalization (CmBN)", None, "model.cross_minibatch_norm", False, True,
            "batch statistics accumulated over the mini-batches of an accumulated batch"),
         _s("syncbn", "synchronized batch normalization", None, "trainer.sync_batchnorm", False, True,

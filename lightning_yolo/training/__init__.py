@@ -3,7 +3,7 @@
 No Lightning here: :class:`~lightning_yolo.module.YOLOModule` and the DataModule put these to work.
 """
 
-from .assigner import Assignment, assign_targets, ignore_mask, pad_targets
+from .assigner import Assignment, FlatTargets, assign_targets, concat_targets, ignore_mask, pad_targets
 from .config import BOX_LOSSES, LossCfg
 from .loss import YOLOLoss
 from .optim import WarmupCosineLR, param_groups, warmup_cosine_factor, warmup_cosine_lambda
@@ -12,10 +12,12 @@ from .sat import empty_targets, self_adversarial_step
 __all__ = [
     "Assignment",
     "BOX_LOSSES",
+    "FlatTargets",
     "LossCfg",
     "WarmupCosineLR",
     "YOLOLoss",
     "assign_targets",
+    "concat_targets",
     "empty_targets",
     "ignore_mask",
     "pad_targets",

@@ -25,7 +25,7 @@ import torch
 
 from ..ops.iou import box_iou, shape_iou
 
-__all__ = ["Assignment", "assign_targets", "concat_targets", "pad_targets", "ignore_mask"]
+__all__ = ["Assignment", "FlatTargets", "assign_targets", "concat_targets", "pad_targets", "ignore_mask"]
 
 
 class Assignment(NamedTuple):
@@ -58,12 +58,16 @@ class Assignment(NamedTuple):
         return int(self.batch_idx.shape[0])
 
 
-class _FlatTargets(NamedTuple):
+class FlatTargets(NamedTuple):
+    """A batch's ground truths in one flat table (:func:`concat_targets`), the form the loss validates once and
+    :func:`assign_targets` / :func:`pad_targets` read without concatenating again."""
+
     batch_idx: torch.Tensor  # [G] int64
     boxes_xyxy: torch.Tensor  # [G, 4] float32
     labels: torch.Tensor  # [G] int64
     gt_index: torch.Tensor  # [G] int64, row within its image
     crowd: torch.Tensor  # [G] bool
+    num_images: int  # B (images without boxes included)
 
 
 def _check_target(i: int, t: object) -> None:
@@ -89,7 +93,7 @@ def _check_target(i: int, t: object) -> None:
         raise ValueError(f"targets[{i}]['iscrowd'] must be a tensor of shape [{labels.shape[0]}], got {got}")
 
 
-def concat_targets(targets: Sequence[Mapping[str, torch.Tensor]], device: torch.device | None = None) -> _FlatTargets:
+def concat_targets(targets: Sequence[Mapping[str, torch.Tensor]], device: torch.device | None = None) -> FlatTargets:
     """Validate per-image target dicts and concatenate them into flat tensors.
 
     Args:
@@ -97,7 +101,8 @@ def concat_targets(targets: Sequence[Mapping[str, torch.Tensor]], device: torch.
         device: where the result lives (default: the first image's boxes).
 
     Returns:
-        ``(batch_idx [G], boxes_xyxy [G, 4] float32, labels [G] int64, gt_index [G], crowd [G] bool)``.
+        :class:`FlatTargets` ``(batch_idx [G], boxes_xyxy [G, 4] float32, labels [G] int64, gt_index [G],
+        crowd [G] bool, num_images B)``.
 
     Raises:
         ValueError: a target is not a dict, lacks ``"boxes"`` / ``"labels"`` or has the wrong shapes.
@@ -109,7 +114,7 @@ def concat_targets(targets: Sequence[Mapping[str, torch.Tensor]], device: torch.
     counts = [int(t["boxes"].shape[0]) for t in targets]
     if sum(counts) == 0:
         e = torch.zeros(0, dtype=torch.long, device=device)
-        return _FlatTargets(e, torch.zeros(0, 4, device=device), e, e, e.bool())
+        return FlatTargets(e, torch.zeros(0, 4, device=device), e, e, e.bool(), len(targets))
     boxes = torch.cat([t["boxes"].to(device=device, dtype=torch.float32) for t in targets])
     labels = torch.cat([t["labels"].to(device=device, dtype=torch.long) for t in targets])
     crowd = torch.cat(
@@ -124,11 +129,11 @@ def concat_targets(targets: Sequence[Mapping[str, torch.Tensor]], device: torch.
     batch_idx = torch.repeat_interleave(torch.arange(len(targets), device=device), counts_t)
     starts = torch.cumsum(counts_t, 0) - counts_t
     gt_index = torch.arange(boxes.shape[0], device=device) - starts[batch_idx]
-    return _FlatTargets(batch_idx, boxes, labels, gt_index, crowd)
+    return FlatTargets(batch_idx, boxes, labels, gt_index, crowd, len(targets))
 
 
 def assign_targets(
-    targets: Sequence[Mapping[str, torch.Tensor]],
+    targets: Sequence[Mapping[str, torch.Tensor]] | FlatTargets,
     anchors: torch.Tensor,
     strides: torch.Tensor | Sequence[float],
     scale_x_y: torch.Tensor | Sequence[float],
@@ -147,9 +152,9 @@ def assign_targets(
 
     Args:
         targets: ``B`` dicts with ``"boxes"`` ``[N, 4]`` xyxy input px, ``"labels"`` ``[N]`` int and optional
-            ``"iscrowd"`` ``[N]`` bool.
+            ``"iscrowd"`` ``[N]`` bool, or their :func:`concat_targets` table (the loss concatenates once).
         anchors: ``[L, A, 2]`` anchor ``(w, h)`` in input pixels.
-        strides: ``[L]`` strides in pixels.
+        strides: ``[L]`` strides in pixels (a tensor keeps its dtype: the loss passes float64 in gradient checks).
         scale_x_y: ``[L]`` grid-sensitivity factors (used by ``neighbour_cells``).
         feature_sizes: ``L`` pairs ``(H, W)`` of the output maps.
         iou_thresh: extra anchors with shape IoU above this are assigned too (darknet ``iou_thresh=0.213``);
@@ -162,27 +167,13 @@ def assign_targets(
     """
     device = anchors.device
     num_levels = int(anchors.shape[0])
-    strides_t = torch.as_tensor(strides, dtype=torch.float32, device=device).reshape(-1)
-    scale_t = torch.as_tensor(scale_x_y, dtype=torch.float32, device=device).reshape(-1)
+    strides_t, scale_t = (_float_tensor(v, device) for v in (strides, scale_x_y))
     if len(feature_sizes) != num_levels or strides_t.numel() != num_levels or scale_t.numel() != num_levels:
         raise ValueError(
             f"anchors have {num_levels} levels but got {len(feature_sizes)} feature sizes {list(feature_sizes)}, "
             f"strides {strides_t.tolist()} and scale_x_y {scale_t.tolist()}"
         )
-    flat = concat_targets(targets, device)
-    return _assign_flat(flat, anchors, strides_t, scale_t, feature_sizes, iou_thresh, neighbour_cells)
-
-
-def _assign_flat(
-    flat: _FlatTargets,
-    anchors: torch.Tensor,
-    strides_t: torch.Tensor,
-    scale_t: torch.Tensor,
-    feature_sizes: Sequence[tuple[int, int]],
-    iou_thresh: float,
-    neighbour_cells: bool,
-) -> Assignment:
-    device = anchors.device
+    flat = targets if isinstance(targets, FlatTargets) else concat_targets(targets, device)
     num_levels, num_anchors = int(anchors.shape[0]), int(anchors.shape[1])
     wh = flat.boxes_xyxy[:, 2:] - flat.boxes_xyxy[:, :2]
     usable = ~flat.crowd & (wh > 0).all(dim=1)
@@ -261,22 +252,29 @@ def _assign_flat(
     )
 
 
+def _float_tensor(values: torch.Tensor | Sequence[float], device: torch.device) -> torch.Tensor:
+    """``[L]`` on ``device``: float32 from numbers, a float tensor's own dtype kept."""
+    t = torch.as_tensor(values, device=device).reshape(-1)
+    return t if t.is_floating_point() else t.float()
+
+
 def pad_targets(
-    targets: Sequence[Mapping[str, torch.Tensor]], device: torch.device | None = None
+    targets: Sequence[Mapping[str, torch.Tensor]] | FlatTargets, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack per-image boxes into a padded batch (crowd boxes included).
+
+    Args:
+        targets: per-image target dicts, or their :func:`concat_targets` table.
+        device: where the result lives for dicts (default: the first image's boxes); a table keeps its device.
 
     Returns:
         ``boxes_xyxy [B, G, 4]`` (zeros where padded) and ``valid [B, G]`` bool, ``G`` = most boxes in an image.
     """
-    return _pad_flat(concat_targets(targets, device), len(targets))
-
-
-def _pad_flat(flat: _FlatTargets, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = targets if isinstance(targets, FlatTargets) else concat_targets(targets, device)
     dev = flat.boxes_xyxy.device
     max_boxes = int(flat.gt_index.max()) + 1 if flat.gt_index.numel() else 0
-    boxes = torch.zeros(num_images, max_boxes, 4, device=dev)
-    valid = torch.zeros(num_images, max_boxes, dtype=torch.bool, device=dev)
+    boxes = torch.zeros(flat.num_images, max_boxes, 4, device=dev)
+    valid = torch.zeros(flat.num_images, max_boxes, dtype=torch.bool, device=dev)
     boxes[flat.batch_idx, flat.gt_index] = flat.boxes_xyxy
     valid[flat.batch_idx, flat.gt_index] = True
     return boxes, valid

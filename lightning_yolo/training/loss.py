@@ -40,7 +40,7 @@ from torch import nn
 from ..models.anchors import AnchorSet
 from ..ops.boxes import cxcywh_to_xyxy, decode_boxes_cxcywh, make_grid
 from ..ops.iou import elementwise_box_iou
-from .assigner import _assign_flat, _pad_flat, concat_targets, ignore_mask
+from .assigner import assign_targets, concat_targets, ignore_mask, pad_targets
 from .config import BOX_LOSSES, LossCfg
 
 __all__ = ["YOLOLoss", "BOX_LOSSES", "LossCfg"]
@@ -67,9 +67,11 @@ class YOLOLoss(nn.Module):
 
     Args:
         num_classes: number of classes ``C``.
-        anchors: the model's :class:`~lightning_yolo.models.anchors.AnchorSet`; its anchors, strides and
-            ``scale_x_y`` are copied into non-persistent buffers (they move with ``.to()`` and stay out of
-            ``state_dict``, where the model already stores them).
+        anchors: the network's :class:`~lightning_yolo.models.anchors.AnchorSet` (``model.anchors``), held by
+            reference and read at every call: the anchors have one home, the network's buffers, so a loaded
+            checkpoint, :class:`~lightning_yolo.callbacks.AutoAnchor` or ``set_anchors`` change what the loss uses
+            with nothing to keep in step. Not a submodule of the loss: it stays out of the loss's ``state_dict``
+            and ``.to()``, which belong to the network.
         cfg: the loss settings (:class:`~lightning_yolo.training.config.LossCfg`, one docstring per field);
             ``None``: the defaults.
         **overrides: fields of ``cfg`` to replace, e.g. ``YOLOLoss(4, model.anchors, box_loss="diou")``.
@@ -100,9 +102,7 @@ class YOLOLoss(nn.Module):
     ``forward(raw_maps, targets) -> dict(box, obj, cls, loss)`` with scalar float32 tensors.
     """
 
-    anchors: torch.Tensor
-    strides: torch.Tensor
-    scale_x_y: torch.Tensor
+    anchor_set: AnchorSet
 
     def __init__(self, num_classes: int, anchors: AnchorSet, cfg: LossCfg | None = None, **overrides: Any) -> None:
         super().__init__()
@@ -138,9 +138,23 @@ class YOLOLoss(nn.Module):
         self.obj_ref_size = None if cfg.obj_ref_size in (None, 0) else float(cfg.obj_ref_size)
         self.hard_negative_ratio = float(cfg.hard_negative_ratio)
         self._level_strides = tuple(float(s) for s in anchors.strides.tolist())  # Python numbers: no device sync
-        self.register_buffer("anchors", anchors.anchors.detach().clone().float(), persistent=False)
-        self.register_buffer("strides", anchors.strides.detach().clone().float(), persistent=False)
-        self.register_buffer("scale_x_y", anchors.scale_x_y.detach().clone().float(), persistent=False)
+        # a plain attribute, not nn.Module.__setattr__: no submodule registration (see the class docstring)
+        object.__setattr__(self, "anchor_set", anchors)
+
+    @property
+    def anchors(self) -> torch.Tensor:
+        """``[L, A, 2]`` anchor ``(w, h)`` in input pixels: the network's buffer itself."""
+        return self.anchor_set.anchors
+
+    @property
+    def strides(self) -> torch.Tensor:
+        """``[L]`` level strides (the network's buffer)."""
+        return self.anchor_set.strides
+
+    @property
+    def scale_x_y(self) -> torch.Tensor:
+        """``[L]`` grid-sensitivity factors (the network's buffer)."""
+        return self.anchor_set.scale_x_y
 
     @property
     def num_levels(self) -> int:
@@ -270,8 +284,8 @@ class YOLOLoss(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             maps = [m.to(dtype) for m in raw_maps]
             sizes = [(int(m.shape[2]), int(m.shape[3])) for m in maps]
-            assign = _assign_flat(flat, anchors, strides, scale_x_y, sizes, self.iou_thresh, self.neighbour_cells)
-            gt_boxes, gt_valid = _pad_flat(flat, batch)
+            assign = assign_targets(flat, anchors, strides, scale_x_y, sizes, self.iou_thresh, self.neighbour_cells)
+            gt_boxes, gt_valid = pad_targets(flat)
 
             pred_boxes, target_boxes, cls_logits, cls_labels = [], [], [], []
             mse_terms: list[torch.Tensor] = []

@@ -174,7 +174,8 @@ class DarknetImport:
         num_classes: ``classes`` of the ``[yolo]`` sections.
         module_hparams: :class:`~lightning_yolo.YOLOModule` arguments from ``[yolo]``: ``loss`` (a
             :class:`~lightning_yolo.training.config.LossCfg` dict: ``box_loss``, ``iou_thresh``, ``ignore_thresh``,
-            ``label_smoothing``) and ``nms_kind``.
+            ``label_smoothing``) and ``inference`` (an :class:`~lightning_yolo.ops.postprocess.InferenceCfg` dict:
+            ``nms_kind``).
         img_size: ``[net]`` ``(height, width)``.
         layout: the darknet layout (index -> state_dict mapping in ``layout.mapping()``).
         header: ``.weights`` version and seen images (``None`` without weights).
@@ -279,7 +280,7 @@ def model_cfg_from_darknet(sections: Sequence[Section]) -> tuple[str, ModelCfg, 
     if "nms_kind" in first.options:
         kind = first.get("nms_kind", "default", str)
         if kind in _NMS_KINDS:
-            hparams["nms_kind"] = _NMS_KINDS[kind]
+            hparams["inference"] = {"nms_kind": _NMS_KINDS[kind]}  # an InferenceCfg dict
         else:
             not_mapped.append(f"[yolo] nms_kind={kind} (NMS here: greedy, diou)")
     mapped = {"mask", "anchors", "classes", "num", "scale_x_y", "iou_loss", "iou_thresh", "ignore_thresh",
