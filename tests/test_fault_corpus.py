@@ -518,7 +518,7 @@ def _coco_predictions_keep_ids(tmp: Path, ckpt: Path) -> list[str]:
     path = _string_ids(tmp / "c", ["img_a", "img_b", "img_c"])
     return ["predict", "--config", DEBUG, "--ckpt_path", str(ckpt), "--data.path", str(path),
             "--data.predict_path", str(tmp / "c" / "images"), "--writer.output_dir", str(tmp / "pred"),
-            "--model.predict_score_thresh", "0.0", "--trainer.logger", "false"]  # fmt: skip
+            "--model.inference.score_thresh", "0.0", "--trainer.logger", "false"]  # fmt: skip
 
 
 def _string_ids_in_predictions(tmp: Path, cli) -> None:
