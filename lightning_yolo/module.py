@@ -3,36 +3,32 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
-from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
+from .data.collate import check_batch
 from .models import create_model
 from .models.predictor import YOLOPredictor
-from .ops.boxes import scale_boxes_to_original
 from .ops.postprocess import InferenceCfg, detections_to_original
-from .reporting.metrics import make_map_metric, pad_for_sync, per_image_targets
-from .reporting.report import EvalReport, build_report, count_instances
+from .reporting.metrics import MAP_KEYS, compute_and_report, make_map_metric, targets_in_original_pixels
+from .reporting.report import EvalReport
 from .training.config import LossCfg
+from .training.divergence import DIVERGED, HINT, first_nonfinite_tensor, nonfinite_losses
 from .training.loss import YOLOLoss
-from .training.optim import DECAYS, WarmupCosineLR, param_groups
+from .training.optim import DECAYS, WarmupCosineLR, make_optimizer, optimizer_class, param_groups, plan_steps
 
-__all__ = ["YOLOModule"]
+__all__ = ["YOLOModule", "MAP_KEYS", "LR_SCHEDULES"]
 
 log = logging.getLogger(__name__)
 
-
-#: Keys of the torchmetrics COCO result that are logged (scalars only: ``classes`` is a tensor of ids).
-MAP_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
+#: ``lr_schedule`` choices (:data:`lightning_yolo.training.optim.DECAYS`).
+LR_SCHEDULES = DECAYS
 
 
 class YOLOModule(pl.LightningModule):
@@ -112,28 +108,14 @@ class YOLOModule(pl.LightningModule):
         map_backend: str = "pycocotools",
     ) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
-        _optimizer_class(optimizer_name)  # unknown names fail here, naming the choices
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if map_backend not in ("pycocotools", "faster_coco_eval"):
-            raise ValueError(f"map_backend must be 'pycocotools' or 'faster_coco_eval', got {map_backend!r}")
-        if map_backend == "faster_coco_eval":
-            import importlib.util
-
-            if importlib.util.find_spec("faster_coco_eval") is None:
-                raise ImportError(
-                    "map_backend='faster_coco_eval' needs the faster-coco-eval package: "
-                    "pip install 'lightning-yolo[fast-eval]'"
-                )
+        _check_arguments(num_classes, class_names, optimizer_name, lr_schedule, map_backend)
         loss = LossCfg.coerce(loss)  # a dict when loaded from a checkpoint
         self.save_hyperparameters()
         self.hparams["loss"] = loss.to_dict()  # plain data in checkpoints and hparams.yaml
         self.hparams["inference"] = InferenceCfg.coerce(inference).to_dict()
-        self._resume_rng_state: dict[str, Any] | None = None
-        from_darknet = bool(init_from) and str(init_from).lower().endswith(".weights")
-        if from_darknet and "bn_eps" not in (model_overrides or {}):
+        from .inference.checkpoint import init_weights, is_darknet_weights
+
+        if is_darknet_weights(init_from) and "bn_eps" not in (model_overrides or {}):
             # darknet normalises with eps 1e-5: keep its BatchNorm function (stored, so checkpoints rebuild it)
             model_overrides = {**(model_overrides or {}), "bn_eps": 1e-5}
             self.hparams["model_overrides"] = model_overrides
@@ -145,15 +127,8 @@ class YOLOModule(pl.LightningModule):
         self.loss = self._make_loss()
         self.val_map = make_map_metric(map_backend)
         self.test_map = make_map_metric(map_backend)
-        if from_darknet:
-            from .models.darknet import init_from_darknet
-
-            report = init_from_darknet(self.model, init_from, darknet_cfg)  # darknet's anchors come with it
-            rank_zero_info(f"init_from {init_from}: {report.summary()}")
-        elif init_from:
-            from .inference.checkpoint import load_matching_weights
-
-            report = load_matching_weights(self.model, init_from)
+        if init_from:
+            report = init_weights(self.model, init_from, darknet_cfg)  # darknet's anchors come with its weights
             # rank_zero_info: the load report is shown by default (loaded / skipped / re-initialised)
             rank_zero_info(f"init_from {init_from}: {report.summary()}")
 
@@ -187,37 +162,14 @@ class YOLOModule(pl.LightningModule):
         """Raw head maps for float images ``[B, 3, H, W]`` in ``[0, 1]``."""
         return self.model(images)
 
-    def _check_batch(self, batch: Any) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        if not isinstance(batch, dict) or "images" not in batch or "targets" not in batch:
-            raise TypeError(
-                f"a batch must be a dict with keys 'images' and 'targets' (YOLODataModule's collate), got "
-                f"{type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
-            )
-        images, targets = batch["images"], batch["targets"]
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"batch['images'] must be a [B, 3, H, W] tensor, got {shape}")
-        if not images.is_floating_point():
-            raise TypeError(
-                "batch['images'] is still uint8: YOLODataModule.on_after_batch_transfer converts images to float; "
-                "when feeding batches by hand, pass float images in [0, 1]"
-            )
-        if len(targets) != images.shape[0]:
-            raise ValueError(f"batch['targets'] has {len(targets)} entries for {images.shape[0]} images")
-        return images, targets
-
     def compute_loss(self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """``YOLOLoss`` of the network on a batch: ``dict(box, obj, cls, loss)``."""
         return self.loss(self.model(images), targets)
 
     def self_adversarial_images(
-        self,
-        images: torch.Tensor,
-        targets: Sequence[dict[str, torch.Tensor]],
-        step_size: float,
-        max_delta: float,
+        self, images: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]], step_size: float, max_delta: float,
         steps: int = 1,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor:  # fmt: skip
         """SAT stage 1 with this module's network and loss (:func:`lightning_yolo.training.sat.self_adversarial_step`).
 
         The seam through which the DataModule's self-adversarial training reaches the model: it calls this method
@@ -232,16 +184,12 @@ class YOLOModule(pl.LightningModule):
             )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images, targets = self._check_batch(batch)
+        images, targets = check_batch(batch)
         losses = self.compute_loss(images, targets)
         total = losses["loss"]
         if not bool(torch.isfinite(total)):
-            bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
-            raise FloatingPointError(
-                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
-                f"component(s) {bad} = {[float(losses[k]) for k in bad]}; lower the learning rate, check the data "
-                "or use fp32 precision"
-            )
+            step = f"global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+            raise FloatingPointError(f"non-finite loss at {step}: {nonfinite_losses(losses)}; {HINT}")
         bs = images.shape[0]
         for key, value in losses.items():
             self.log(f"train/{key}", value.detach(), batch_size=bs, prog_bar=True, on_step=True, on_epoch=True)
@@ -263,132 +211,28 @@ class YOLOModule(pl.LightningModule):
             for det, tgt in zip(dets, targets)
         ]
 
-    @staticmethod
-    def _targets_original(targets: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        """Ground truth for the metric in original-image pixels: the annotations as written (``eval_*`` keys of the
-        evaluation pipeline) when present, else the network-size boxes mapped back through the letterbox."""
-        out = []
-        for t in targets:
-            if "eval_boxes" in t:
-                out.append({"boxes": t["eval_boxes"].float().reshape(-1, 4), "labels": t["eval_labels"].long(),
-                            "iscrowd": t["eval_iscrowd"].long()})  # fmt: skip
-                continue
-            boxes = t["boxes"].float()
-            if "ratio" in t:
-                boxes = scale_boxes_to_original(boxes, t["ratio"], t["pad"], t["orig_size"])
-            item = {"boxes": boxes, "labels": t["labels"].long()}
-            if "iscrowd" in t:
-                item["iscrowd"] = t["iscrowd"].long()
-            out.append(item)
-        return out
-
     def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> dict[str, Any]:
-        images, targets = self._check_batch(batch)
-        start = self._clock(images)
-        raw = self.model(images)  # one forward serves the loss and the detections
-        inference_done = self._clock(images)
+        images, targets = check_batch(batch)
+        raw = self.model(images)  # one forward serves the detections and the loss
+        # detections before the loss: EvalSpeed times the stretch between the forward and the loss as post-process
+        detections = self._predict_original(raw, targets)
         losses = self.loss(raw, targets)
         if not bool(torch.isfinite(losses["loss"])):
             # Training in train mode can stay finite while BatchNorm statistics or weights have diverged; evaluation
             # uses them, so a non-finite evaluation loss is the first sign. Stop before such a model is saved.
-            bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
-            where = self._first_nonfinite_tensor()
+            where = first_nonfinite_tensor(self) or "weights are finite but the outputs overflow"
             raise FloatingPointError(
                 f"non-finite {prefix} loss at global step {self.global_step} (epoch {self.current_epoch}): "
-                f"component(s) {bad} = {[float(losses[k]) for k in bad]}"
-                + (f"; {where}" if where else "; weights are finite but the outputs overflow")
-                + "; the model has diverged: lower the learning rate, check the data or use fp32 precision"
+                f"{nonfinite_losses(losses)}; {where}; {DIVERGED}"
             )
         bs = images.shape[0]
         for key, value in losses.items():
             self.log(f"{prefix}/{key}", value, batch_size=bs, on_step=False, on_epoch=True, sync_dist=True)
-        post_start = self._clock(images)
-        detections = self._predict_original(raw, targets)
-        clock = self._eval_clock
-        clock["inference"] += inference_done - start
-        clock["post-process"] += self._clock(images) - post_start
-        clock["images"] += bs
-        targets_original = self._targets_original(targets)
+        targets_original = targets_in_original_pixels(targets)
         metric.update(detections, targets_original)
         # the step's output (``outputs`` of ``on_validation_batch_end``): what callbacks plot, without reading the
         # metric's internal state
         return {"detections": detections, "targets": targets_original}
-
-    # ------------------------------------------------------------------ evaluation timing and report
-    @staticmethod
-    def _clock(images: torch.Tensor) -> float:
-        if images.is_cuda:
-            torch.cuda.synchronize(images.device)
-        return time.perf_counter()
-
-    @property
-    def _eval_clock(self) -> dict[str, float]:
-        if getattr(self, "_eval_clock_state", None) is None:
-            keys = ("pre-process", "inference", "post-process", "images", "pre_images")
-            self._eval_clock_state = dict.fromkeys(keys, 0.0)
-            self._eval_last_batch_end = None
-        return self._eval_clock_state
-
-    def _eval_batch_start(self, batch: Any) -> None:
-        # pre-process: loading, collating, host-to-device copy and on_after_batch_transfer of the batch, i.e. the
-        # time since the previous batch ended (the first batch, which also starts the workers, is not counted)
-        last = getattr(self, "_eval_last_batch_end", None)
-        if last is not None and isinstance(batch, dict) and isinstance(batch.get("images"), torch.Tensor):
-            self._eval_clock["pre-process"] += time.perf_counter() - last
-            self._eval_clock["pre_images"] += batch["images"].shape[0]
-
-    def _eval_batch_end(self) -> None:
-        self._eval_last_batch_end = time.perf_counter()
-
-    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_batch_start(batch)
-
-    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_batch_end()
-
-    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_batch_start(batch)
-
-    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_batch_end()
-
-    def _make_report(self, metric: MeanAveragePrecision, result: dict[str, Any], prefix: str) -> EvalReport:
-        """Per-class table of this evaluation (counts summed over processes) and the time per image."""
-        images, instances = count_instances(*per_image_targets(metric), len(self.class_names))
-        clock = self._eval_clock
-        totals = torch.tensor([float(clock["images"]), *images.tolist(), *instances.tolist()], dtype=torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            totals = totals.to(self.device)
-            torch.distributed.all_reduce(totals)
-            totals = totals.cpu()
-        count = len(self.class_names)
-        report = build_report(
-            result, totals[1 : 1 + count].long(), totals[1 + count :].long(), int(totals[0]), self.class_names, prefix
-        )
-        if clock["images"]:
-            if clock["pre_images"]:  # not measured with a single batch
-                report.speed_ms["pre-process"] = 1000 * clock["pre-process"] / clock["pre_images"]
-            report.speed_ms["inference"] = 1000 * clock["inference"] / clock["images"]
-            report.speed_ms["post-process"] = 1000 * clock["post-process"] / clock["images"]
-        return report
-
-    def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
-        pad_for_sync(metric, self.device)  # DDP: equal per-image state lengths before compute() syncs
-        result = metric.compute()
-        try:
-            #: the per-class table of the last validation / test (printed by the CLI, see lightning_yolo.reporting.report)
-            self.eval_report: EvalReport | None = self._make_report(metric, result, prefix)
-            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-            self.eval_report.img_size = int(getattr(datamodule, "img_size", 0) or 0) or None
-        finally:
-            self._eval_clock_state = None
-            self._eval_last_batch_end = None  # the next evaluation's first batch is not timed
-        metric.reset()
-        scalars = {f"{prefix}/{k}": float(result[k]) for k in MAP_KEYS if k in result}
-        # Every process holds the same synced values, so no further reduction is needed.
-        for key, value in scalars.items():
-            self.log(key, value, prog_bar=key.endswith(("/map", "/map_50")), rank_zero_only=False)
-        return scalars
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Updates the mAP metric; returns ``{"detections", "targets"}`` of the batch in original-image pixels
@@ -396,12 +240,22 @@ class YOLOModule(pl.LightningModule):
         return self._eval_step(batch, self.val_map, "val")
 
     def on_validation_epoch_start(self) -> None:
-        where = self._first_nonfinite_tensor()
+        where = first_nonfinite_tensor(self)
         if where:
             raise FloatingPointError(
                 f"non-finite model before validation at global step {self.global_step} (epoch {self.current_epoch}): "
-                f"{where}; the model has diverged: lower the learning rate, check the data or use fp32 precision"
+                f"{where}; {DIVERGED}"
             )
+
+    def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
+        scalars, report = compute_and_report(metric, self.class_names, prefix, self.device)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        report.img_size = int(getattr(datamodule, "img_size", 0) or 0) or None
+        #: the per-class table of the last validation / test (printed by the CLI; its speed from EvalSpeed)
+        self.eval_report: EvalReport | None = report
+        for key, value in scalars.items():  # every process holds the same synced values: no further reduction
+            self.log(key, value, prog_bar=key.endswith(("/map", "/map_50")), rank_zero_only=False)
+        return scalars
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_map, "val")
@@ -415,7 +269,7 @@ class YOLOModule(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Detections in original-image pixels, ``inference.score_thresh`` and ``inference.max_det`` applied."""
-        images, targets = self._check_batch(batch)
+        images, targets = check_batch(batch)
         dets = self._predict_original(self.model(images), targets, "predict")
         for det, tgt in zip(dets, targets):
             if "image_id" in tgt:
@@ -427,28 +281,7 @@ class YOLOModule(pl.LightningModule):
                 det.update({k: det[k][:0] for k in ("boxes", "scores", "labels")})
         return dets
 
-    # ------------------------------------------------------------------ setup
-    def setup(self, stage: str) -> None:
-        # Trainer(sync_batchnorm=True) installs Lightning's TorchSyncBatchNorm, whose torch conversion turns timm's
-        # BatchNormAct2d into a SyncBatchNorm that never calls its activation (the backbone would train without
-        # Mish); timm's conversion keeps norm + activation. Runs before the strategy applies the plugin.
-        from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
-
-        from .callbacks.plugins import TimmSyncBatchNorm
-
-        strategy = getattr(self._trainer, "strategy", None) if self._trainer is not None else None
-        if type(getattr(strategy, "_layer_sync", None)) is TorchSyncBatchNorm:
-            strategy._layer_sync = TimmSyncBatchNorm()
-
-    # ------------------------------------------------------------------ backbone freezing
-    def _set_backbone_frozen(self, frozen: bool) -> None:
-        for p in self.model.backbone.parameters():
-            p.requires_grad_(not frozen)
-        # Frozen BatchNorm keeps its statistics: run the backbone's norms in eval mode while frozen.
-        for m in self.model.backbone.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train(not frozen and self.training)
-
+    # ------------------------------------------------------------------ training hooks
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # CmBN: the first mini-batch of every accumulated batch starts new statistics (Lightning steps the optimizer
         # after batches accumulate_grad_batches-1, 2*accumulate_grad_batches-1, ... and at the epoch's last batch)
@@ -457,72 +290,40 @@ class YOLOModule(pl.LightningModule):
 
             reset_cross_minibatch_norm(self.model)
 
-    def on_train_epoch_start(self) -> None:
-        self._validate_last_epoch()
-        n = int(self.hparams.freeze_backbone_epochs)
-        if n > 0:
-            frozen = self.current_epoch < n
-            self._set_backbone_frozen(frozen)
-            if self.current_epoch == n:
-                log.info("unfreezing the backbone at epoch %d", n)
-
-    def _validate_last_epoch(self) -> None:
-        """Every fit ends with a validation: with ``check_val_every_n_epoch=6`` a 3-epoch run would print no metric
-        and write no best checkpoint. The last epoch of a ``max_epochs`` run validates whatever the period."""
-        trainer = self.trainer
-        period, max_epochs = trainer.check_val_every_n_epoch, trainer.max_epochs
-        if period is None or period <= 1 or max_epochs is None or max_epochs < 1:
-            return
-        if self.current_epoch == max_epochs - 1 and max_epochs % period:
-            trainer.check_val_every_n_epoch = 1
-            rank_zero_info(f"validating the last epoch ({max_epochs}) too (check_val_every_n_epoch={period})")
-
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         # Frozen (backbone) parameters stay in the optimizer: SGD skips them while their grad is None.
         groups = param_groups(self.model, hp.weight_decay, trainable_only=False)
-        optimizer = _make_optimizer(hp.optimizer_name, groups, lr=hp.lr, momentum=hp.momentum)
+        optimizer = make_optimizer(hp.optimizer_name, groups, lr=hp.lr, momentum=hp.momentum)
         total_steps, warmup_steps = self._planned_steps()
-        scheduler = WarmupCosineLR(
-            optimizer,
-            total_steps=total_steps,
-            warmup_steps=warmup_steps,
-            min_lr_ratio=hp.min_lr_ratio,
-            decay=hp.get("lr_schedule", "cosine"),
-        )
+        scheduler = WarmupCosineLR(optimizer, total_steps=total_steps, warmup_steps=warmup_steps,
+                                   min_lr_ratio=hp.min_lr_ratio, decay=hp.get("lr_schedule", "cosine"))  # fmt: skip
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The recipe switches that are callbacks: ``ema`` and ``auto_anchor`` (Lightning adds them to the Trainer's;
-        a Trainer callback of the same type is replaced)."""
-        from .callbacks.recipe import EMA, AutoAnchor
+        """The hooks this module relies on (evaluation speed, the last epoch's validation, the random states of a
+        resume) and the recipe switches that are callbacks: ``ema``, ``auto_anchor``, ``freeze_backbone_epochs``.
+        Lightning adds them to the Trainer's; a Trainer callback of the same type is replaced."""
+        from .callbacks.evaluation import EvalSpeed, ValidateLastEpoch
+        from .callbacks.random_state import ResumeRandomState
+        from .callbacks.recipe import EMA, AutoAnchor, FreezeBackbone
 
         hp = self.hparams
-        callbacks: list[pl.Callback] = []
+        callbacks: list[pl.Callback] = [EvalSpeed(), ValidateLastEpoch(), ResumeRandomState()]
         if hp.get("ema"):
             callbacks.append(EMA(decay=hp.ema_decay, tau=hp.ema_tau))
         if hp.get("auto_anchor"):
             callbacks.append(AutoAnchor(bpr_thresh=hp.auto_anchor_bpr))
+        if hp.get("freeze_backbone_epochs"):
+            callbacks.append(FreezeBackbone(hp.freeze_backbone_epochs))
         return callbacks
 
     def _planned_steps(self) -> tuple[int, int]:
         """Total optimisation steps of the run and warmup steps (``warmup_epochs`` of them)."""
-        trainer = self.trainer
-        total = int(trainer.estimated_stepping_batches)
-        if not math.isfinite(total) or total <= 0:
-            raise ValueError("the default schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-        steps_per_epoch = total / max_epochs if max_epochs else total
-        warmup = int(round(self.hparams.warmup_epochs * steps_per_epoch))
-        return total, min(warmup, max(total - 1, 0))
+        return plan_steps(self.trainer.estimated_stepping_batches, self.trainer.max_epochs, self.hparams.warmup_epochs)
 
     def on_train_start(self) -> None:
-        # Resume: the global random streams (DropBlock masks, any torch.rand in a step) continue where the
-        # checkpointed run left them; applied at train start, so a sanity-check validation does not consume them.
-        if self._resume_rng_state is not None:
-            _set_rng_state(self._resume_rng_state)
-            self._resume_rng_state = None
         # Extending a finished run (resume with a larger max_epochs) re-plans the cosine over the new total.
         scheduler = self._default_scheduler()
         if scheduler is not None:
@@ -569,27 +370,13 @@ class YOLOModule(pl.LightningModule):
             current.copy_(new.to(current))
 
     # ------------------------------------------------------------------ checkpoints
-    @torch.no_grad()
-    def _first_nonfinite_tensor(self, state: dict[str, Any] | None = None) -> str | None:
-        """``"<name> has N nan/inf values (max |finite| X)"`` for the first parameter or buffer (BatchNorm statistics
-        included) holding a non-finite value, else ``None``."""
-        items = state.items() if state is not None else [*self.named_parameters(), *self.named_buffers()]
-        for name, value in items:
-            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-                continue
-            finite = torch.isfinite(value)
-            if not bool(finite.all()):
-                biggest = float(value[finite].abs().max()) if bool(finite.any()) else float("nan")
-                return f"{name} has {int((~finite).sum())} nan/inf values (largest finite |value| {biggest:.3g})"
-        return None
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Never write a diverged model as best.ckpt / last.ckpt: the previous (finite) files stay as they are.
-        where = self._first_nonfinite_tensor(checkpoint.get("state_dict"))
+        where = first_nonfinite_tensor((checkpoint.get("state_dict") or {}).items())
         if where:
             raise FloatingPointError(
                 f"not saving a checkpoint at global step {self.global_step} (epoch {self.current_epoch}): {where}; "
-                "the model has diverged: lower the learning rate, check the data or use fp32 precision"
+                f"{DIVERGED}"
             )
         # Plain-Python model description so inference.checkpoint.load_predictor / other tools rebuild without this class.
         checkpoint["lightning_yolo"] = {
@@ -597,10 +384,6 @@ class YOLOModule(pl.LightningModule):
             "num_classes": self.hparams.num_classes,
             "class_names": self.class_names,
         }
-        checkpoint["lightning_yolo_rng"] = _get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resume_rng_state = checkpoint.get("lightning_yolo_rng")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -617,67 +400,14 @@ class YOLOModule(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
 
-def _get_rng_state() -> dict[str, Any]:
-    """The global torch / numpy / python random states as tensors and plain numbers (``weights_only``-loadable)."""
-    import random
 
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, py_state, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # fmt: skip
-        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`_get_rng_state` (keys that are missing are left alone)."""
-    import random
-
-    if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
-    if "numpy" in state:
-        n = state["numpy"]
-        keys = n["keys"].numpy().astype(np.uint32)
-        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    if "python" in state:
-        p = state["python"]
-        random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-#: ``lr_schedule`` choices (:data:`lightning_yolo.training.optim.DECAYS`).
-LR_SCHEDULES = DECAYS
-
-
-def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """``"adamw"``, ``"sgd"`` or a ``torch.optim`` class name (``"RAdam"``, ``"torch.optim.NAdam"``)."""
-    if name in ("adamw", "sgd"):
-        return torch.optim.AdamW if name == "adamw" else torch.optim.SGD
-    short = str(name).rsplit(".", 1)[-1]
-    cls = getattr(torch.optim, short, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        choices = sorted(n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer))
-        raise ValueError(f"optimizer_name must be 'adamw', 'sgd' or a torch.optim class ({', '.join(choices)}), got {name!r}")
-    return cls
-
-
-def _make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, momentum: float) -> torch.optim.Optimizer:
-    """The optimizer of ``optimizer_name``: ``momentum`` becomes the class's momentum or first beta where it has one."""
-    import inspect
-
-    cls = _optimizer_class(name)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    params = inspect.signature(cls).parameters
-    kwargs: dict[str, Any] = {"lr": lr}
-    if "betas" in params:
-        kwargs["betas"] = (momentum, 0.999)
-    elif "momentum" in params:
-        kwargs["momentum"] = momentum
-    return cls(groups, **kwargs)
+def _check_arguments(
+    num_classes: int, class_names: list[str] | None, optimizer_name: str, lr_schedule: str, map_backend: str
+) -> None:
+    """``YOLOModule``'s choices, checked before anything is built: one error naming the argument and its choices."""
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+    optimizer_class(optimizer_name)  # unknown names fail here, naming the choices
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    make_map_metric(map_backend)  # an unknown backend or a missing package fails here, before the model is built

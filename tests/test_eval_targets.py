@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from lightning_yolo import YOLOModule
 from lightning_yolo.data.datamodule import YOLODataModule
+from lightning_yolo.reporting.metrics import targets_in_original_pixels
 
 
 def _write_coco(tmp_path):
@@ -68,7 +69,7 @@ def test_tiny_box_stays_in_validation_targets_and_map_equals_cocoeval(tmp_path, 
     with torch.no_grad():
         for batch in dm.val_dataloader():
             batch = dm.on_after_batch_transfer(batch, 0)
-            targets = module._targets_original(batch["targets"])
+            targets = targets_in_original_pixels(batch["targets"])
             counted += sum(len(t["boxes"]) for t in targets)
             module.validation_step(batch, 0)
     module.on_validation_epoch_end()

@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lightning_yolo.module import MAP_KEYS, YOLOModule
+from lightning_yolo.reporting.metrics import targets_in_original_pixels
 
 COCO_STATS_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
 
@@ -75,7 +76,7 @@ def test_logged_map_equals_pycocotools(seed, monkeypatch):
     logged: dict[str, float] = {}
     monkeypatch.setattr(module, "log", lambda k, v, **kw: logged.__setitem__(k, float(v)))
     for p, t in zip(preds, targets):  # one image per "step"
-        module.val_map.update([p], module._targets_original([t]))
+        module.val_map.update([p], targets_in_original_pixels([t]))
     module._eval_epoch_end(module.val_map, "val")
     # COCO json with non-contiguous category ids: labels 0..2 stand for ids 1, 7, 90.
     ref = _pycocotools_stats(preds, targets, 3, [1, 7, 90])
@@ -94,7 +95,7 @@ def test_letterbox_targets_mapped_back_to_original_pixels():
         "pad": torch.tensor([10.0, 20.0]),
         "orig_size": torch.tensor([400, 300]),
     }
-    out = YOLOModule._targets_original([t])[0]
+    out = targets_in_original_pixels([t])[0]
     np.testing.assert_allclose(out["boxes"].numpy(), [[20.0, 20.0, 100.0, 140.0]])
     assert out["iscrowd"].dtype == torch.int64
 

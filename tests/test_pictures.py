@@ -164,3 +164,28 @@ def test_image_logger_without_tensorboard_keeps_images_and_saves_pngs(tmp_path, 
     ]
     assert np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "grids" /
                       "val_predictions_epoch1.png")).shape[2] == 3  # fmt: skip
+
+
+def test_labels_overview_bars_carry_their_counts_and_batch_grids_their_class_names():
+    """Issue 20, item 8: labels.png says how many boxes each bar is; the batch pictures name the classes."""
+    from types import SimpleNamespace
+
+    from lightning_yolo.reporting.plots import labels_figure
+    from lightning_yolo.reporting.visualize import batch_grid
+
+    records = [
+        SimpleNamespace(boxes=np.array([[0, 0, 10, 10], [5, 5, 20, 30], [1, 1, 2, 2]], np.float32), width=40,
+                        height=40, labels=np.array([0, 1, 1]), iscrowd=np.array([False, False, True])),
+        SimpleNamespace(boxes=np.array([[0, 0, 4, 4]], np.float32), width=8, height=8, labels=np.array([1]),
+                        iscrowd=np.array([False])),
+    ]  # fmt: skip
+    fig = labels_figure(records, ["cat", "dog", "bird"])
+    bars = fig.axes[0]
+    assert [t.get_text() for t in bars.texts] == ["1", "2", "0"]  # the crowd box is not counted
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["cat", "dog", "bird"]
+
+    # the same box drawn with the class name and with the id: the captions differ, so the names are drawn
+    image = torch.full((1, 3, 64, 64), 0.5)
+    box = [{"boxes": torch.tensor([[8.0, 20.0, 56.0, 60.0]]), "labels": torch.tensor([1])}]
+    named, ids = batch_grid(image, box, ["cat", "doggo"]), batch_grid(image, box, None)
+    assert named.dtype == torch.uint8 and named.shape == ids.shape and not torch.equal(named, ids)

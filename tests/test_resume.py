@@ -14,7 +14,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_yolo.callbacks import LastCheckpoint, ensure_last_checkpoint
 from lightning_yolo.commands.cli import build_cli
-from lightning_yolo.module import YOLOModule, _get_rng_state, _set_rng_state
+from lightning_yolo.callbacks.random_state import get_rng_state, set_rng_state
+from lightning_yolo.module import YOLOModule
 from lightning_yolo.training.optim import warmup_cosine_factor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,14 +132,14 @@ def test_save_last_gets_a_true_last_checkpoint():
 
 
 def test_rng_state_survives_weights_only_checkpoint():
-    """The global random streams stored by YOLOModule.on_save_checkpoint come back bit-identical."""
-    state = _get_rng_state()
+    """The global random streams stored by ResumeRandomState.on_save_checkpoint come back bit-identical."""
+    state = get_rng_state()
     expected = (torch.rand(3), __import__("numpy").random.rand(2).tolist(), __import__("random").random())
     buf = io.BytesIO()
     torch.save({"lightning_yolo_rng": state}, buf)
     buf.seek(0)
     loaded = torch.load(buf, weights_only=True)["lightning_yolo_rng"]
     torch.manual_seed(123)
-    _set_rng_state(loaded)
+    set_rng_state(loaded)
     got = (torch.rand(3), __import__("numpy").random.rand(2).tolist(), __import__("random").random())
     assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]

@@ -101,18 +101,19 @@ def test_steps_schedule_is_darknets():
 def test_optimizer_by_name():
     module = YOLOModule(num_classes=2, optimizer_name="NAdam", momentum=0.8)
     groups = [{"params": [torch.nn.Parameter(torch.zeros(1))]}]
-    from lightning_yolo.module import _make_optimizer
+    from lightning_yolo.training.optim import make_optimizer
 
-    opt = _make_optimizer(module.hparams.optimizer_name, groups, lr=0.01, momentum=0.8)
+    opt = make_optimizer(module.hparams.optimizer_name, groups, lr=0.01, momentum=0.8)
     assert type(opt) is torch.optim.NAdam and opt.defaults["betas"] == (0.8, 0.999)
-    sgd = _make_optimizer("sgd", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1, momentum=0.9)
+    sgd = make_optimizer("sgd", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1, momentum=0.9)
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
     with pytest.raises(ValueError, match="optimizer_name.*Adam"):
         YOLOModule(num_classes=2, optimizer_name="Lion")
 
 
 def test_ema_and_auto_anchor_switches_add_their_callbacks():
-    assert YOLOModule(num_classes=2).configure_callbacks() == []
+    always = ["EvalSpeed", "ResumeRandomState", "ValidateLastEpoch"]  # the module's own hooks
+    assert sorted(type(cb).__name__ for cb in YOLOModule(num_classes=2).configure_callbacks()) == always
     callbacks = YOLOModule(num_classes=2, ema=True, ema_decay=0.99, ema_tau=50, auto_anchor=True,
                            auto_anchor_bpr=0.9).configure_callbacks()  # fmt: skip
     ema = next(cb for cb in callbacks if isinstance(cb, EMA))

@@ -115,10 +115,8 @@ def _nms(cli) -> str:
 
 
 def _layer_sync(cli) -> str:
-    module, trainer = cli.model, cli.trainer
-    module.trainer = trainer
-    module.setup("fit")  # swaps Lightning's SyncBatchNorm plugin for timm's when sync_batchnorm is on
-    return type(getattr(trainer.strategy, "_layer_sync", None)).__name__
+    # the CLI installs timm's SyncBatchNorm plugin where it builds the Trainer when sync_batchnorm is on
+    return type(getattr(cli.trainer.strategy, "_layer_sync", None)).__name__
 
 
 PROBES = {

@@ -3,9 +3,9 @@ pictures, results.csv / results.png."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -17,7 +17,13 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
+
+from ..data.formats.coco import CocoImageIds, coco_category_ids
+from ..ops.boxes import scale_boxes_to_input
 from ..ops.postprocess import DEFAULTS
+from ..reporting.plots import detection_figures, labels_figure, plot_results, save_figure
+from ..reporting.report import results_row
+from ..reporting.visualize import MAX_GRID_IMAGES, batch_grid, save_image
 
 
 __all__ = ["PredictionWriter", "DetectionImageLogger", "DetectionPlots", "EvalOutputs", "ResultsFiles"]
@@ -28,66 +34,14 @@ log = logging.getLogger(__name__)
 # predictions to COCO-style json (and drawn images)
 
 
-def _coco_category_ids(datamodule: Any, class_names: Sequence[str]) -> list[int | str] | None:
-    """COCO category ids by contiguous label, when the DataModule reads a COCO dataset with these classes."""
+def _coco_jsons(datamodule: Any) -> list[Path]:
+    """The COCO jsons of the DataModule's dataset, val, test and train first (``[]`` for any other dataset)."""
     location = getattr(datamodule, "location", None)
-    if location is None or getattr(location, "format", None) != "coco" or not getattr(location, "coco_jsons", None):
-        return None
-    smallest = min(set(location.coco_jsons.values()), key=lambda j: j.stat().st_size)
-    with open(smallest, encoding="utf-8") as f:
-        categories = json.load(f).get("categories") or []
-    from ..data.formats.coco import coco_category_order
-
-    pairs = coco_category_order(categories, smallest)  # the reader's label order; ids as the json writes them
-    if [n for _, n in pairs] != list(class_names):
-        rank_zero_warn(
-            f"PredictionWriter: the classes of {smallest} {[n for _, n in pairs]} differ from the model's "
-            f"{list(class_names)}; writing labels as category_id"
-        )
-        return None
-    return [i for i, _ in pairs]
-
-
-class _CocoImageIds:
-    """COCO image id of an image file, looked up by ``file_name`` in the dataset's jsons (val, test, then train;
-    each json read only when an image is not found in the previous ones)."""
-
-    def __init__(self, jsons: Sequence[Path]) -> None:
-        self._pending = list(jsons)
-        self._by_name: dict[str, list[tuple[str, int | str]]] = {}
-
-    def _load_next(self) -> bool:
-        if not self._pending:
-            return False
-        with open(self._pending.pop(0), encoding="utf-8") as f:
-            images = json.load(f).get("images") or []
-        for img in images:
-            if isinstance(img, dict) and "file_name" in img and "id" in img:
-                name = str(img["file_name"]).replace("\\", "/")
-                # the json's id as written (an int, or a string such as "img_a"), so COCO.loadRes matches it
-                self._by_name.setdefault(name.rsplit("/", 1)[-1], []).append((name, img["id"]))
-        return True
-
-    def lookup(self, path: str) -> int | str | None:
-        """The id whose ``file_name`` is the end of ``path`` (``None``: not in the jsons, or ambiguous)."""
-        posix = Path(path).as_posix()
-        while True:
-            candidates = self._by_name.get(posix.rsplit("/", 1)[-1], [])
-            hits = {i for name, i in candidates if posix == name or posix.endswith("/" + name)}
-            if len(hits) == 1:
-                return hits.pop()
-            if len(hits) > 1 or not self._load_next():
-                return None
-
-
-def _coco_image_ids(datamodule: Any) -> _CocoImageIds | None:
-    location = getattr(datamodule, "location", None)
-    if location is None or getattr(location, "format", None) != "coco" or not getattr(location, "coco_jsons", None):
-        return None
-    jsons = location.coco_jsons
+    jsons = getattr(location, "coco_jsons", None) if getattr(location, "format", None) == "coco" else None
+    if not jsons:
+        return []
     ordered = [jsons[s] for s in ("val", "test", "train") if s in jsons]
-    ordered += [j for j in jsons.values() if j not in ordered]
-    return _CocoImageIds(list(dict.fromkeys(ordered)))
+    return list(dict.fromkeys([*ordered, *jsons.values()]))
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -132,7 +86,7 @@ class PredictionWriter(BasePredictionWriter):
         self._num_images = 0
         self._image_names: set[str] = set()
         self._ids: list[int] | None = None
-        self._coco_images: _CocoImageIds | None = None
+        self._coco_images: CocoImageIds | None = None
         self._unmatched = 0
         #: ``(file, reason)`` of the input images that could not be read (no predictions for them)
         self.skipped: list[tuple[str, str]] = []
@@ -152,8 +106,17 @@ class PredictionWriter(BasePredictionWriter):
                 )
             self._ids = self.category_ids
         else:
-            self._ids = _coco_category_ids(trainer.datamodule, names) if names else None
-        self._coco_images = _coco_image_ids(trainer.datamodule)
+            self._ids = None
+        jsons = _coco_jsons(trainer.datamodule)
+        if self.category_ids is None and names and jsons:
+            smallest = min(jsons, key=lambda j: j.stat().st_size)
+            self._ids, json_names = coco_category_ids(smallest, names)
+            if self._ids is None:
+                rank_zero_warn(
+                    f"PredictionWriter: the classes of {smallest} {json_names} differ from the model's {names}; "
+                    "writing labels as category_id"
+                )
+        self._coco_images = CocoImageIds(jsons) if jsons else None
         self._unmatched = 0
         self._resolved_dir(trainer).mkdir(parents=True, exist_ok=True)
 
@@ -175,7 +138,7 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         from ..data.image_io import decode_image
-        from ..reporting.visualize import draw_detections, save_image
+        from ..reporting.visualize import draw_detections
 
         names = list(getattr(pl_module, "class_names", []) or []) or None
         for det in prediction:
@@ -262,11 +225,18 @@ def _log_to_tensorboard(trainer: pl.Trainer, kind: str, tag: str, value: Any) ->
     return done
 
 
-def _grid(drawn: list[torch.Tensor]) -> torch.Tensor:
-    """uint8 ``[3, H, W]`` images -> one near-square uint8 grid, white between the images."""
-    from torchvision.utils import make_grid
+def _class_names(pl_module: pl.LightningModule) -> list[str] | None:
+    return list(getattr(pl_module, "class_names", []) or []) or None
 
-    return make_grid(drawn, nrow=max(1, math.ceil(math.sqrt(len(drawn)))), padding=2, pad_value=255)
+
+def _predict_batch(pl_module: Any, images: torch.Tensor, score_thresh: float) -> list[dict[str, torch.Tensor]]:
+    """Detections on the images as the network sees them (input pixels), the module's mode left as it was."""
+    was_training = pl_module.training
+    pl_module.eval()
+    with torch.no_grad():
+        dets = pl_module.predictor(score_thresh=score_thresh)(images)
+    pl_module.train(was_training)
+    return dets
 
 
 class DetectionImageLogger(pl.Callback):
@@ -276,7 +246,7 @@ class DetectionImageLogger(pl.Callback):
 
     Images go to every TensorBoard logger (``add_image``, tags ``train/samples`` and ``val/predictions``); with
     other loggers they are skipped (one warning) unless ``save_dir`` is set. The last grids stay in
-    :attr:`images` (``tag -> uint8 [3, H, W]``).
+    :attr:`images` (``tag -> uint8 [3, H, W]``). The grids are :func:`lightning_yolo.reporting.visualize.batch_grid`.
 
     Args:
         every_n_epochs: validation grids every this many epochs.
@@ -289,7 +259,7 @@ class DetectionImageLogger(pl.Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
-        max_images: int = 16,
+        max_images: int = MAX_GRID_IMAGES,
         score_thresh: float = DEFAULTS.score_thresh,
         train_samples: bool = True,
         save_dir: str | os.PathLike | None = None,
@@ -306,8 +276,6 @@ class DetectionImageLogger(pl.Callback):
         self._warned = False
 
     def _emit(self, trainer: pl.Trainer, tag: str, grid: torch.Tensor) -> None:
-        from ..reporting.visualize import save_image
-
         self.images[tag] = grid
         logged = _log_to_tensorboard(trainer, "image", tag, grid)
         if self.save_dir is not None:
@@ -321,42 +289,21 @@ class DetectionImageLogger(pl.Callback):
     ) -> None:
         if not self.train_samples or self._train_logged or not trainer.is_global_zero:
             return
-        from ..reporting.visualize import draw_detections
-
         self._train_logged = True
-        images = batch["images"][: self.max_images].detach().float().cpu()
-        names = list(getattr(pl_module, "class_names", []) or []) or None
-        drawn = [
-            draw_detections(img, t["boxes"].detach().cpu(), t["labels"].detach().cpu(), class_names=names)
-            for img, t in zip(images, batch["targets"], strict=False)
-        ]
-        self._emit(trainer, "train/samples", _grid(drawn))
+        grid = batch_grid(batch["images"], batch["targets"], _class_names(pl_module), self.max_images)
+        self._emit(trainer, "train/samples", grid)
 
     def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:
+    ) -> None:  # fmt: skip
         if trainer.sanity_checking or batch_idx != 0 or dataloader_idx != 0 or not trainer.is_global_zero:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        from ..reporting.visualize import draw_detections
-
         images = batch["images"][: self.max_images]
-        with torch.no_grad():
-            # boxes in the input (letterboxed) pixels, i.e. on the images as the network saw them
-            dets = pl_module.predictor(score_thresh=self.score_thresh)(images)
-        names = list(getattr(pl_module, "class_names", []) or []) or None
-        drawn = [
-            draw_detections(img.cpu(), d["boxes"].cpu(), d["labels"].cpu(), d["scores"].cpu(), class_names=names)
-            for img, d in zip(images.detach().float(), dets, strict=True)
-        ]
-        self._emit(trainer, "val/predictions", _grid(drawn))
+        dets = _predict_batch(pl_module, images, self.score_thresh)  # boxes on the images as the network saw them
+        self._emit(trainer, "val/predictions", batch_grid(images, dets, _class_names(pl_module), self.max_images))
 
 
 class EvalOutputs:
@@ -396,9 +343,10 @@ class DetectionPlots(pl.Callback):
     """After validation (and test): a detection confusion matrix and per-class precision-recall curves.
 
     Gathers the detections and ground truth that the module's evaluation steps return (:class:`EvalOutputs`; no
-    second inference pass). Results stay on the callback (:attr:`confusion`, :attr:`curves`, :attr:`figures`), go to TensorBoard
-    (``add_figure``: ``val/confusion_matrix``, ``val/pr_curves``) and, with ``save_dir``, to PNG files. Under DDP
-    each process sees its own share of the images; process 0's share is plotted.
+    second inference pass) and draws them with :func:`lightning_yolo.reporting.plots.detection_figures`. Results stay
+    on the callback (:attr:`confusion`, :attr:`curves`, :attr:`figures`), go to TensorBoard (``add_figure``:
+    ``val/confusion_matrix``, ``val/pr_curves``) and, with ``save_dir``, to PNG files. Under DDP each process sees
+    its own share of the images; process 0's share is plotted.
 
     Args:
         confusion_matrix: compute and plot the confusion matrix (:func:`lightning_yolo.reporting.plots.confusion_matrix`).
@@ -454,35 +402,23 @@ class DetectionPlots(pl.Callback):
         self.outputs.add(outputs)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from ..reporting import plots
-
         if not len(self.outputs):
             rank_zero_warn(
                 f"DetectionPlots: the module's {stage} steps returned no {{'detections', 'targets'}}; nothing plotted"
             )
             return
-        preds, targets = self.outputs.preds, self.outputs.targets
-        num_classes = int(pl_module.hparams.num_classes)
-        names = list(getattr(pl_module, "class_names", []) or []) or None
         epoch = trainer.current_epoch
-        self.figures = {}
-        if self.confusion_matrix:
-            self.confusion = plots.confusion_matrix(preds, targets, num_classes, self.iou_thresh, self.score_thresh)
-            self.figures["confusion_matrix"] = plots.plot_confusion_matrix(
-                self.confusion, names, title=f"{stage} confusion matrix (IoU > {self.iou_thresh:g}, epoch {epoch})"
-            )
-        if self.pr_curves:
-            self.curves = plots.precision_recall_curves(preds, targets, num_classes, self.iou_thresh)
-            self.figures["pr_curves"] = plots.plot_precision_recall(
-                self.curves, names, title=f"{stage} precision-recall (IoU {self.iou_thresh:g}, epoch {epoch})"
-            )
+        built = detection_figures(
+            self.outputs.preds, self.outputs.targets, int(pl_module.hparams.num_classes), _class_names(pl_module),
+            self.iou_thresh, self.score_thresh, stage, epoch, self.confusion_matrix, self.pr_curves,
+        )  # fmt: skip
+        self.confusion, self.curves, self.figures = built.confusion, built.curves, built.figures
         if not trainer.is_global_zero:
             return
         for name, fig in self.figures.items():
             _log_to_tensorboard(trainer, "figure", f"{stage}/{name}", fig)
             if self.save_dir is not None:
-                self.save_dir.mkdir(parents=True, exist_ok=True)
-                fig.savefig(self.save_dir / f"{stage}_{name}_epoch{epoch}.png", dpi=100)
+                save_figure(fig, self.save_dir / f"{stage}_{name}_epoch{epoch}.png")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._plotting(trainer):
@@ -492,46 +428,87 @@ class DetectionPlots(pl.Callback):
         self._run(trainer, pl_module, "test")
 
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # what a run leaves in its folder: results.csv / results.png and pictures
+
+
+class _Evaluation:
+    """What the pictures of one evaluation are drawn from, kept on the CPU until they are written: its first batch
+    (uint8 images with their ground truth and detections in input pixels) and every image's detections and targets
+    (:class:`EvalOutputs`)."""
+
+    def __init__(self, stage: str, max_images: int) -> None:
+        self.stage, self.max_images = stage, max_images
+        self.outputs = EvalOutputs()
+        self.images: torch.Tensor | None = None
+        self.labels: list[dict[str, torch.Tensor]] = []
+        self.preds: list[dict[str, torch.Tensor]] = []
+
+    def add(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.outputs.add(outputs)
+        if batch_idx != 0 or not isinstance(outputs, dict) or "detections" not in outputs:
+            return
+        # the first batch as the network saw it: the step's detections (original pixels) mapped onto the letterboxed
+        # input, so drawing it later needs no second forward, whenever that is
+        n = self.max_images
+        images = batch["images"][:n].detach()
+        self.images = (images * 255).round().clamp(0, 255).to(torch.uint8).cpu() if images.is_floating_point() else (
+            images.cpu())  # fmt: skip
+        targets = batch["targets"][:n]
+        self.labels = [{"boxes": t["boxes"].detach().cpu(), "labels": t["labels"].detach().cpu()} for t in targets]
+        self.preds = []
+        for det, t in zip(outputs["detections"][:n], targets, strict=False):
+            boxes = det["boxes"].detach()
+            if "ratio" in t:
+                boxes = scale_boxes_to_input(boxes, t["ratio"], t["pad"])
+            self.preds.append({"boxes": boxes.cpu(), "scores": det["scores"].detach().cpu(),
+                               "labels": det["labels"].detach().cpu()})  # fmt: skip
 
 
 class ResultsFiles(pl.Callback):
     """Write what detection tools leave in a run's folder (the logger's version folder, or ``save_dir``).
 
-    - ``results.csv``: one row per training epoch with the epoch means of the training losses, that epoch's
+    - ``fit``: ``results.csv``, one row per training epoch with the epoch means of the training losses, that epoch's
       validation losses and metrics (blank where the epoch did not validate or a metric does not apply, COCO's -1)
       and the learning rate; ``results.png``: their curves. Resuming keeps the earlier rows.
+    - ``validate`` / ``test``: ``results.csv`` with the one row of that evaluation (its losses and metrics) and
+      ``per_class.csv``, the per-class table the CLI prints (class, images, instances, P, R, mAP50, mAP50-95).
     - with ``pictures``: ``labels.png`` (instances per class, box sizes of the training set), ``train_batch0.png``
       (the first training batch as the network sees it, augmented, with its boxes), and of the last validation of
-      a fit (or of ``validate`` / ``test``): ``val_batch0_labels.png`` / ``val_batch0_pred.png`` (first batch,
-      ground truth / predictions with score >= ``score_thresh``), ``confusion_matrix.png`` and ``pr_curves.png``.
+      a fit (also when a time budget or an early stop makes a validation the last one after it ran) or of
+      ``validate`` / ``test``: ``val_batch0_labels.png`` / ``val_batch0_pred.png`` (first batch, ground truth /
+      predictions with score >= ``score_thresh``), ``confusion_matrix.png`` and ``pr_curves.png`` (at
+      ``iou_thresh``; ``test_``-prefixed for ``test``).
 
-    The CLI adds it to every ``fit | validate | test`` run; ``--plots false`` keeps only ``results.csv`` / ``.png``.
+    The pictures come from :mod:`lightning_yolo.reporting` (``batch_grid``, ``detection_figures``,
+    ``labels_figure``), as those of :class:`DetectionImageLogger` and :class:`DetectionPlots`. The CLI adds it to
+    every ``fit | validate | test`` run; ``--plots false`` keeps only the results files.
 
     Args:
         save_dir: output folder (default: ``trainer.log_dir``, else ``trainer.default_root_dir``).
         pictures: also write the pictures.
         max_images: images per batch picture.
         score_thresh: smallest score drawn and counted in the confusion matrix.
+        iou_thresh: IoU of a match in the confusion matrix and the precision-recall curves.
     """
 
     def __init__(
         self,
         save_dir: str | os.PathLike | None = None,
         pictures: bool = True,
-        max_images: int = 16,
+        max_images: int = MAX_GRID_IMAGES,
         score_thresh: float = DEFAULTS.score_thresh,
+        iou_thresh: float = 0.5,
     ) -> None:
         self.save_dir = None if save_dir is None else Path(save_dir)
         self.pictures = bool(pictures)
         self.max_images = int(max_images)
         self.score_thresh = float(score_thresh)
+        self.iou_thresh = float(iou_thresh)
         self.rows: list[dict[str, Any]] = []
         self._val_epoch: int | None = None
         self._train_drawn = False
-        self.outputs = EvalOutputs()
+        self._evaluation: _Evaluation | None = None  # the running or last evaluation whose pictures are not written
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # trainer.log_dir broadcasts from process 0 under DDP: resolve it here, where every process takes part, never
@@ -547,55 +524,33 @@ class ResultsFiles(pl.Callback):
         return folder
 
     def _save_figure(self, trainer: pl.Trainer, fig: Any, name: str) -> None:
-        if not trainer.is_global_zero:
-            return
-        path = self.folder(trainer) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-
-    def _final_evaluation(self, trainer: pl.Trainer) -> bool:
-        if trainer.sanity_checking:
-            return False
-        if not trainer.training and trainer.state.fn != "fit":
-            return True  # validate / test
-        max_epochs = trainer.max_epochs
-        return max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs - 1
+        if trainer.is_global_zero:
+            save_figure(fig, self.folder(trainer) / name)
 
     # -------------------------------------------------------------------------------------------- results.csv / png
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.rows, self._train_drawn = [], False
+        self.rows, self._train_drawn, self._evaluation = [], False, None
         self._plotted_at = time.monotonic()  # results.png: first drawn after 5 minutes, or at the end
         if self.pictures and trainer.is_global_zero:
-            self._labels_overview(trainer, pl_module)
+            dm = trainer.datamodule
+            if dm is not None and hasattr(dm, "source"):
+                fig = labels_figure(dm.source("train").records, _class_names(pl_module) or dm.class_names)
+                self._save_figure(trainer, fig, "labels.png")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # resumed (fit --ckpt_path continues in its run folder): keep the rows of the epochs already run. Here, not in
         # on_fit_start: a checkpoint written at an epoch's end counts that epoch only once the fit loop has restarted
         path = self.folder(trainer) / "results.csv"
         if trainer.current_epoch > 0 and path.is_file():
-            import csv
-
             with open(path, encoding="utf-8", newline="") as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch", 0) or 0) <= trainer.current_epoch]
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._val_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        row: dict[str, Any] = {"epoch": trainer.current_epoch + 1}
         validated = self._val_epoch == trainer.current_epoch
-        for key, value in sorted(trainer.callback_metrics.items()):
-            if key.endswith("_step") or key.endswith("img_size"):
-                continue
-            name = key[: -len("_epoch")] if key.endswith("_epoch") else key
-            if not name.startswith(("train/", "val/")) or (name.startswith("val/") and not validated):
-                continue
-            number = float(value)
-            row[name] = "" if (not math.isfinite(number) or (number < 0 and ("map" in name or "mar" in name))) else (
-                round(number, 6))  # fmt: skip
+        prefixes = ("train/", "val/") if validated else ("train/",)
+        row = {"epoch": trainer.current_epoch + 1, **results_row(trainer.callback_metrics, prefixes)}
         if trainer.optimizers:
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.rows.append(row)
@@ -605,135 +560,102 @@ class ResultsFiles(pl.Callback):
         plot = now - getattr(self, "_plotted_at", now) >= 300.0
         if plot:
             self._plotted_at = now
-        self._write(trainer, plot=plot)
+        self._write_results(trainer, self.rows, plot=plot)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:
-            self._write(trainer, plot=True)
+            self._write_results(trainer, self.rows, plot=True)
+        # the last validation of the fit, whatever ended the run (max_epochs, a time budget, an early stop)
+        self._write_pictures(trainer, pl_module)
 
-    def _write(self, trainer: pl.Trainer, plot: bool = True) -> None:
-        import csv
-
-        from ..reporting.plots import plot_results
-
-        columns: list[str] = ["epoch"]
-        for group in ("train/", "val/", ""):
-            for row in self.rows:
+    def _write_results(self, trainer: pl.Trainer, rows: list[dict[str, Any]], plot: bool = True) -> None:
+        columns: list[str] = ["epoch"] if any("epoch" in r for r in rows) else []
+        for group in ("train/", "val/", "test/", ""):
+            for row in rows:
                 for key in row:
                     if key not in columns and key.startswith(group):
                         columns.append(key)
-        folder = self.folder(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "results.csv", "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
-        if not plot:
-            return
-        fig = plot_results([{k: v for k, v in r.items() if v != ""} for r in self.rows])
-        self._save_figure(trainer, fig, "results.png")
+        _write_csv(self.folder(trainer) / "results.csv", columns, rows)
+        if plot:
+            fig = plot_results([{k: v for k, v in r.items() if v != ""} for r in rows])
+            self._save_figure(trainer, fig, "results.png")
 
     # -------------------------------------------------------------------------------------------- pictures
-    def _labels_overview(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import numpy as np
-
-        from ..reporting.plots import plot_labels
-
-        dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "source"):
-            return
-        records = dm.source("train").records
-        wh, labels = [], []
-        for rec in records:
-            keep = ~rec.iscrowd
-            if keep.any():
-                b = rec.boxes[keep]
-                wh.append((b[:, 2:] - b[:, :2]) / np.array([rec.width, rec.height], np.float32))
-                labels.append(rec.labels[keep])
-        wh_all = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
-        labels_all = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-        names = list(getattr(pl_module, "class_names", []) or dm.class_names)
-        fig = plot_labels(wh_all, labels_all, names, title=f"training labels ({len(records)} images)")
-        self._save_figure(trainer, fig, "labels.png")
-
-    def _draw(self, pl_module: pl.LightningModule, images: torch.Tensor, dets: Sequence[dict[str, torch.Tensor]]):
-        from ..reporting.visualize import draw_detections
-
-        names = list(getattr(pl_module, "class_names", []) or []) or None
-        drawn = [
-            draw_detections(img.detach().float().cpu(), d["boxes"].detach().cpu(), d["labels"].detach().cpu(),
-                            d["scores"].detach().cpu() if "scores" in d else None, class_names=names)  # fmt: skip
-            for img, d in zip(images[: self.max_images], dets, strict=False)
-        ]
-        return _grid(drawn)
-
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if not self.pictures or self._train_drawn or not trainer.is_global_zero:
             return
-        from ..reporting.visualize import save_image
-
         self._train_drawn = True
-        grid = self._draw(pl_module, batch["images"], batch["targets"])
+        grid = batch_grid(batch["images"], batch["targets"], _class_names(pl_module), self.max_images)
         save_image(grid, self.folder(trainer) / "train_batch0.png")
 
-    def _eval_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, prefix: str) -> None:
-        from ..reporting.visualize import save_image
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._evaluation = _Evaluation("val", self.max_images) if self.pictures else None
 
-        images = batch["images"][: self.max_images]
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            dets = pl_module.predictor(score_thresh=self.score_thresh)(images)  # boxes in the input pixels
-        pl_module.train(was_training)
-        folder = self.folder(trainer)
-        save_image(self._draw(pl_module, images, batch["targets"]), folder / f"{prefix}_batch0_labels.png")
-        save_image(self._draw(pl_module, images, dets), folder / f"{prefix}_batch0_pred.png")
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluation = _Evaluation("test", self.max_images) if self.pictures else None
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        if self.pictures and self._final_evaluation(trainer):
-            self.outputs.add(outputs)
-            if batch_idx == 0 and trainer.is_global_zero:
-                self._eval_batch(trainer, pl_module, batch, "val")
+        # every validation of a fit is kept until the next one: which one is the last is known only when the run ends
+        if self._evaluation is not None and not trainer.sanity_checking:
+            self._evaluation.add(outputs, batch, batch_idx)
 
     def on_test_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        if self.pictures:
-            self.outputs.add(outputs)
-            if batch_idx == 0 and trainer.is_global_zero:
-                self._eval_batch(trainer, pl_module, batch, "test")
+        if self._evaluation is not None:
+            self._evaluation.add(outputs, batch, batch_idx)
 
-    def _curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
-        # from the evaluation steps' outputs (EvalOutputs); under DDP process 0 plots its share
-        from ..reporting import plots
-
-        if not len(self.outputs) or not trainer.is_global_zero:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
             return
-        preds, targets = self.outputs.preds, self.outputs.targets
-        num_classes = int(pl_module.hparams.num_classes)
-        names = list(getattr(pl_module, "class_names", []) or []) or None
-        matrix = plots.confusion_matrix(preds, targets, num_classes, 0.5, self.score_thresh)
-        self._save_figure(trainer, plots.plot_confusion_matrix(matrix, names, title=f"{prefix} confusion matrix"),
-                          "confusion_matrix.png" if prefix == "val" else f"{prefix}_confusion_matrix.png")  # fmt: skip
-        curves = plots.precision_recall_curves(preds, targets, num_classes, 0.5)
-        fig = plots.plot_precision_recall(curves, names, title=f"{prefix} precision-recall (IoU 0.5)")
-        self._save_figure(trainer, fig, "pr_curves.png" if prefix == "val" else f"{prefix}_pr_curves.png")
+        self._val_epoch = trainer.current_epoch
+        if trainer.state.fn != "fit":  # validate: its pictures and results now; a fit's at its end
+            self._write_evaluation(trainer, pl_module, "val")
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pictures and self._final_evaluation(trainer):
-            self._curves(trainer, pl_module, "val")
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_evaluation(trainer, pl_module, "test")
 
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pictures:
-            self._curves(trainer, pl_module, "test")
+    def _write_evaluation(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """``validate`` / ``test``: results.csv (one row), per_class.csv and the pictures."""
+        if trainer.is_global_zero:
+            row = results_row(trainer.callback_metrics, (f"{stage}/",))
+            if row:
+                self._write_results(trainer, [row], plot=False)
+            report = getattr(pl_module, "eval_report", None)
+            if report is not None:
+                table = report.to_dicts()
+                _write_csv(self.folder(trainer) / "per_class.csv", list(table[0]) if table else [], table)
+        self._write_pictures(trainer, pl_module)
 
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.outputs.reset()
+    def _write_pictures(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        evaluation, self._evaluation = self._evaluation, None
+        if evaluation is None or not len(evaluation.outputs) or not trainer.is_global_zero:
+            return
+        # under DDP process 0 draws its share of the images
+        prefix, names, folder = evaluation.stage, _class_names(pl_module), self.folder(trainer)
+        if evaluation.images is not None:
+            save_image(batch_grid(evaluation.images, evaluation.labels, names, self.max_images),
+                       folder / f"{prefix}_batch0_labels.png")  # fmt: skip
+            save_image(batch_grid(evaluation.images, evaluation.preds, names, self.max_images, self.score_thresh),
+                       folder / f"{prefix}_batch0_pred.png")  # fmt: skip
+        built = detection_figures(
+            evaluation.outputs.preds, evaluation.outputs.targets, int(pl_module.hparams.num_classes), names,
+            self.iou_thresh, self.score_thresh, prefix,
+        )  # fmt: skip
+        for name, fig in built.figures.items():
+            self._save_figure(trainer, fig, f"{name}.png" if prefix == "val" else f"{prefix}_{name}.png")
 
-    on_test_epoch_start = on_validation_epoch_start
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)

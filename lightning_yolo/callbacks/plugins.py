@@ -4,9 +4,10 @@
 ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` turns timm's fused norm + activation layer ``BatchNormAct2d``
 into a plain ``SyncBatchNorm``, which never calls the ``act`` it keeps as a child: the backbone then trains without
 its Mish / SiLU / leaky activations, while ``load_predictor`` rebuilds the model with them. timm's own
-``convert_sync_batchnorm`` keeps norm + activation (``SyncBatchNormAct``). :class:`~lightning_yolo.YOLOModule`
-installs this plugin in place of Lightning's at ``setup``, so ``sync_batchnorm: true`` in a config, on the command
-line or in ``pl.Trainer(...)`` all get it.
+``convert_sync_batchnorm`` keeps norm + activation (``SyncBatchNormAct``). The command line adds this plugin where
+it builds the Trainer (``sync_batchnorm: true`` in a config or ``--trainer.sync_batchnorm true``,
+:func:`lightning_yolo.commands.cli.timm_sync_batchnorm`); in Python pass it yourself:
+``pl.Trainer(strategy="ddp", sync_batchnorm=True, plugins=[TimmSyncBatchNorm()])``.
 """
 
 from __future__ import annotations

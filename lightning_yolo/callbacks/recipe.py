@@ -5,6 +5,8 @@
   saved (averaged) weights are useful from the first epoch on, also in runs of a few hundred steps.
 * :class:`AutoAnchor` — at the start of ``fit``, the best possible recall of the model's anchors on the training
   boxes at the training size; below ``bpr_thresh`` k-means anchors from the data replace them.
+* :class:`FreezeBackbone` — the backbone (weights and BatchNorm statistics) frozen for the first epochs of a
+  fine-tune.
 * :class:`TimeBudget` — plans the run over a wall-time budget: after each epoch it sets the number of epochs that
   fit in the remaining time, so the cosine schedule, close-mosaic and the last validation all happen within it.
 
@@ -14,6 +16,7 @@ sampler against ``trainer.max_epochs`` (:meth:`~lightning_yolo.data.datamodule.Y
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -25,7 +28,17 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
 from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["EMA", "AutoAnchor", "TimeBudget", "best_possible_recall"]
+from ..compat import set_max_epochs
+
+__all__ = [
+    "EMA",
+    "AutoAnchor",
+    "FreezeBackbone",
+    "TimeBudget",
+    "best_possible_recall",
+    "max_time_seconds",
+    "set_frozen",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------- EMA
@@ -239,6 +252,36 @@ class AutoAnchor(pl.Callback):
         return result
 
 
+# ------------------------------------------------------------------------------------------------------- freezing
+
+
+def set_frozen(module: torch.nn.Module, frozen: bool, training: bool = True) -> None:
+    """Freeze or unfreeze ``module``: ``requires_grad`` of its parameters, and its BatchNorm layers in eval mode
+    while frozen (a frozen BatchNorm keeps its statistics), else in the ``training`` mode."""
+    for p in module.parameters():
+        p.requires_grad_(not frozen)
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train(not frozen and training)
+
+
+class FreezeBackbone(pl.Callback):
+    """Keep ``pl_module.model.backbone`` frozen (weights and BatchNorm statistics) for the first ``epochs`` epochs.
+
+    Frozen parameters stay in the optimizer (SGD and Adam skip parameters whose grad is ``None``), so unfreezing
+    needs no new optimizer. :class:`~lightning_yolo.YOLOModule` adds it for ``freeze_backbone_epochs``.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = int(epochs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.epochs > 0:
+            set_frozen(pl_module.model.backbone, trainer.current_epoch < self.epochs, pl_module.training)
+            if trainer.current_epoch == self.epochs:
+                logging.getLogger(__name__).info("unfreezing the backbone at epoch %d", self.epochs)
+
+
 # ------------------------------------------------------------------------------------------------------- time
 
 
@@ -276,12 +319,7 @@ class TimeBudget(pl.Callback):
         self._used_before = float(state_dict.get("used_s", 0.0))
 
     def _budget(self, trainer: pl.Trainer) -> float | None:
-        if self.seconds is not None:
-            return self.seconds
-        for cb in trainer.callbacks:
-            if isinstance(cb, Timer) and cb._duration is not None:
-                return float(cb._duration)
-        return None
+        return self.seconds if self.seconds is not None else max_time_seconds(trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -292,11 +330,13 @@ class TimeBudget(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # first plan inside epoch 0, from the step time (the first steps include start-up costs: skip them)
         if trainer.current_epoch != 0 or self._epoch_costs:
             return
-        n = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        n = batch_idx  # batches completed before this one
         steps = int(trainer.num_training_batches) if math.isfinite(trainer.num_training_batches) else 0
         probe = min(max(3, steps // 4), max(steps - 1, 1))
         if n == 2:
@@ -333,9 +373,9 @@ class TimeBudget(pl.Callback):
         planned = max(done, 1, int(math.floor(remaining_epochs)))
         if self._max_epochs_cfg is not None:
             planned = min(planned, self._max_epochs_cfg)
-        if planned == trainer.fit_loop.max_epochs:
+        if planned == trainer.max_epochs:
             return
-        trainer.fit_loop.max_epochs = planned
+        set_max_epochs(trainer, planned)
         self.plans.append((trainer.current_epoch, planned))
         replan = getattr(pl_module, "replan_schedule", None)
         if callable(replan):
@@ -343,6 +383,16 @@ class TimeBudget(pl.Callback):
         rank_zero_info(
             f"time budget {budget:.0f} s: {elapsed:.0f} s used, {epoch_cost:.1f} s per epoch -> {planned} epochs"
         )
+
+
+def max_time_seconds(trainer: pl.Trainer) -> float | None:
+    """The wall-time budget of ``Trainer(max_time=...)`` in seconds (Lightning's ``Timer``), or ``None``."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, Timer):
+            remaining = cb.time_remaining("train")
+            if remaining is not None:
+                return round(remaining + cb.time_elapsed("train"), 3)
+    return None
 
 
 def _validates_this_epoch(trainer: pl.Trainer) -> bool:

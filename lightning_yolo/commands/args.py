@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..compat import option_strings
+
 __all__ = ["parse_args", "split_passthrough"]
 
 
@@ -13,7 +15,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     """``parser.parse_args`` accepting both spellings of every option: ``--img_size`` (the style of ``fit``,
     ``validate``, ... and of ``--help``) and ``--img-size``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    known = set(parser._option_string_actions)
+    known = option_strings(parser)
     out = []
     for arg in argv:
         name, sep, value = arg.partition("=")

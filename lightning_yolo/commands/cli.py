@@ -277,6 +277,8 @@ class YOLOCLI(LightningCLI):
                 kwargs.setdefault("logger", default_logger(run_dir))
             os.environ[RUN_DIR_ENV] = str(run_dir)
         self._run_dir = run_dir
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        kwargs.update(timm_sync_batchnorm(config.get("trainer") or {}))  # sync_batchnorm: true keeps timm's activations
         trainer = super().instantiate_trainer(**kwargs)
         if run_dir is not None:
             for cb in trainer.callbacks:
@@ -379,12 +381,35 @@ def checkpoint_run_dir(ckpt_path: str | os.PathLike) -> Path | None:
 
 def default_logger(run_dir: Path) -> Any:
     """Lightning's default logger (TensorBoard when installed, else CSV) writing into ``run_dir`` itself."""
-    from lightning_fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+    import importlib.util
+
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    cls = TensorBoardLogger if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE else CSVLogger
+    installed = any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+    cls = TensorBoardLogger if installed else CSVLogger
     # <save_dir>/<name>/<version> with version "": the run folder itself, and no "v_num" in the progress bar
     return cls(save_dir=str(run_dir.parent), name=run_dir.name, version="")
+
+
+def timm_sync_batchnorm(trainer_config: Any) -> dict[str, Any]:
+    """``{"plugins": [..., TimmSyncBatchNorm()]}`` when the Trainer settings ask for ``sync_batchnorm`` and name no
+    ``LayerSync`` plugin of their own, else ``{}``.
+
+    Lightning's own plugin (``TorchSyncBatchNorm``) turns timm's fused norm + activation layers into plain
+    ``SyncBatchNorm`` and drops their activations (:mod:`lightning_yolo.callbacks.plugins`); Python users pass
+    ``plugins=[TimmSyncBatchNorm()]`` to the Trainer themselves (README, "Multi-GPU").
+    """
+    from pytorch_lightning.plugins import LayerSync
+
+    from ..callbacks.plugins import TimmSyncBatchNorm
+
+    if not trainer_config.get("sync_batchnorm"):
+        return {}
+    plugins = trainer_config.get("plugins")
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if any(isinstance(p, LayerSync) for p in plugins):
+        return {}
+    return {"plugins": [*plugins, TimmSyncBatchNorm()]}
 
 
 def _launched_externally() -> bool:
@@ -397,12 +422,9 @@ def _launched_externally() -> bool:
 
 def _plan_by_time(trainer: Any) -> None:
     """With ``--trainer.max_time``, plan epochs, schedule and close-mosaic over it (:class:`TimeBudget`)."""
-    from pytorch_lightning.callbacks import Timer
+    from ..callbacks.recipe import TimeBudget, max_time_seconds
 
-    from ..callbacks.recipe import TimeBudget
-
-    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
-    if timer is None or getattr(timer, "_duration", None) is None:
+    if max_time_seconds(trainer) is None:
         return
     if not any(isinstance(cb, TimeBudget) for cb in trainer.callbacks):
         trainer.callbacks.insert(0, TimeBudget())

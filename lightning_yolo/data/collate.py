@@ -10,7 +10,7 @@ import torch
 
 from .sample import Sample
 
-__all__ = ["collate_detection"]
+__all__ = ["check_batch", "collate_detection"]
 
 
 def collate_detection(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -55,3 +55,26 @@ def collate_detection(samples: Sequence[Sample]) -> dict[str, Any]:
             out["boxes"] = out["boxes"].to(torch.float32).reshape(-1, 4)
         targets.append(out)
     return {"images": images, "targets": targets}
+
+
+def check_batch(batch: Any) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """``(images, targets)`` of a batch on the device, or an error saying what breaks the batch contract: a dict with
+    float ``images [B, 3, H, W]`` in ``[0, 1]`` (``YOLODataModule.on_after_batch_transfer`` converts the collated
+    uint8) and ``targets``, a list of ``B`` dicts."""
+    if not isinstance(batch, dict) or "images" not in batch or "targets" not in batch:
+        raise TypeError(
+            f"a batch must be a dict with keys 'images' and 'targets' (YOLODataModule's collate), got "
+            f"{type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
+        )
+    images, targets = batch["images"], batch["targets"]
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"batch['images'] must be a [B, 3, H, W] tensor, got {shape}")
+    if not images.is_floating_point():
+        raise TypeError(
+            "batch['images'] is still uint8: YOLODataModule.on_after_batch_transfer converts images to float; "
+            "when feeding batches by hand, pass float images in [0, 1]"
+        )
+    if len(targets) != images.shape[0]:
+        raise ValueError(f"batch['targets'] has {len(targets)} entries for {images.shape[0]} images")
+    return images, targets

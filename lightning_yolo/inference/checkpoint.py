@@ -32,6 +32,8 @@ __all__ = [
     "LoadReport",
     "MOVED_HPARAMS",
     "check_checkpoint_file",
+    "init_weights",
+    "is_darknet_weights",
     "load_checkpoint_dict",
     "load_matching_weights",
     "load_predictor",
@@ -298,6 +300,22 @@ def load_matching_weights(model: nn.Module, path: str | os.PathLike) -> LoadRepo
     report.head_reinitialised = any(k.startswith("head.preds") for k in report.shape_mismatch)
     log.info("init_from %s: %s", os.fspath(path), report.summary())
     return report
+
+
+def is_darknet_weights(path: str | os.PathLike | None) -> bool:
+    """Whether ``init_from`` names darknet ``.weights`` (else a checkpoint of this package or a ``state_dict``)."""
+    return bool(path) and os.fspath(path).lower().endswith(".weights")
+
+
+def init_weights(model: nn.Module, path: str | os.PathLike, darknet_cfg: str | os.PathLike | None = None) -> LoadReport:
+    """Fine-tune start (``YOLOModule(init_from=path)``): darknet ``.weights`` through
+    :func:`~lightning_yolo.models.darknet.init_from_darknet` (``darknet_cfg``, or the ``.cfg`` next to the weights),
+    anything else through :func:`load_matching_weights`. Returns what was loaded, skipped and re-initialised."""
+    if is_darknet_weights(path):
+        from ..models.darknet import init_from_darknet
+
+        return init_from_darknet(model, path, darknet_cfg)
+    return load_matching_weights(model, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

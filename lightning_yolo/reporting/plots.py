@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +18,21 @@ from torchvision.ops import box_iou
 from ..ops.postprocess import DEFAULTS
 
 __all__ = [
+    "FIGURE_DPI",
+    "DetectionFigures",
     "confusion_matrix",
-    "precision_recall_curves",
+    "detection_figures",
+    "labels_figure",
     "plot_confusion_matrix",
+    "plot_labels",
     "plot_precision_recall",
+    "plot_results",
+    "precision_recall_curves",
+    "save_figure",
 ]
+
+#: Resolution of every figure written as PNG.
+FIGURE_DPI = 100
 
 
 def _match_image(
@@ -314,7 +326,10 @@ def plot_labels(
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))[: len(names)]
     fig = Figure(figsize=(10.0, 4.0))
     ax = fig.add_subplot(1, 2, 1)
-    ax.bar(range(len(names)), counts, color="tab:blue")
+    bars = ax.bar(range(len(names)), counts, color="tab:blue")
+    if len(names) <= 40:  # the count on each bar, while the labels stay readable
+        ax.bar_label(bars, labels=[str(int(c)) for c in counts], fontsize=7 if len(names) > 20 else 8, padding=1)
+        ax.margins(y=0.1)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=90 if len(names) > 8 else 0, fontsize=7 if len(names) > 20 else 9)
     ax.set_ylabel("instances")
@@ -334,3 +349,66 @@ def plot_labels(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG at :data:`FIGURE_DPI` (folders are created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=FIGURE_DPI)
+    return path
+
+
+@dataclass
+class DetectionFigures:
+    """The evaluation pictures of one set of detections: the numbers and their figures (``name -> Figure``)."""
+
+    confusion: torch.Tensor | None = None
+    curves: dict[str, torch.Tensor] | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def detection_figures(
+    preds: Sequence[dict[str, torch.Tensor]],
+    targets: Sequence[dict[str, torch.Tensor]],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    iou_thresh: float = 0.5,
+    score_thresh: float = DEFAULTS.score_thresh,
+    stage: str = "val",
+    epoch: int | None = None,
+    confusion: bool = True,
+    pr_curves: bool = True,
+) -> DetectionFigures:
+    """Confusion matrix (``figures["confusion_matrix"]``) and per-class precision-recall curves
+    (``figures["pr_curves"]``) of an evaluation's detections and ground truth, both at ``iou_thresh``; the matrix
+    counts detections scoring at least ``score_thresh``, the curves use every detection."""
+    out = DetectionFigures()
+    when = f", epoch {epoch}" if epoch is not None else ""
+    if confusion:
+        out.confusion = confusion_matrix(preds, targets, num_classes, iou_thresh, score_thresh)
+        out.figures["confusion_matrix"] = plot_confusion_matrix(
+            out.confusion, class_names,
+            title=f"{stage} confusion matrix (IoU {iou_thresh:g}, score >= {score_thresh:g}{when})",
+        )  # fmt: skip
+    if pr_curves:
+        out.curves = precision_recall_curves(preds, targets, num_classes, iou_thresh)
+        out.figures["pr_curves"] = plot_precision_recall(
+            out.curves, class_names, title=f"{stage} precision-recall (IoU {iou_thresh:g}{when})"
+        )
+    return out
+
+
+def labels_figure(records: Sequence[Any], class_names: Sequence[str], title: str | None = None) -> Any:
+    """:func:`plot_labels` of a dataset split's records (``ImageRecord``: ``boxes`` xyxy pixels, ``labels``,
+    ``iscrowd``, ``width``, ``height``); crowd boxes are left out."""
+    wh, labels = [], []
+    for rec in records:
+        keep = ~np.asarray(rec.iscrowd, dtype=bool)
+        if keep.any():
+            b = np.asarray(rec.boxes)[keep]
+            wh.append((b[:, 2:] - b[:, :2]) / np.array([rec.width, rec.height], np.float32))
+            labels.append(np.asarray(rec.labels)[keep])
+    wh_all = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
+    labels_all = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return plot_labels(wh_all, labels_all, class_names, title=title or f"training labels ({len(records)} images)")

@@ -18,7 +18,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["ClassRow", "EvalReport", "build_report", "count_instances", "format_metric"]
+__all__ = [
+    "PER_BATCH_KEYS",
+    "ClassRow",
+    "EvalReport",
+    "build_report",
+    "count_instances",
+    "format_metric",
+    "results_row",
+]
+
+#: Logged values that describe a batch, not the run (the progress bar's input size and box count): no column of
+#: results.csv, no curve of results.png.
+PER_BATCH_KEYS = ("img_size", "instances")
 
 
 @dataclass
@@ -58,6 +70,35 @@ class EvalReport:
             size = f" at {self.img_size}x{self.img_size}" if self.img_size else ""
             lines.append(f"Speed: {parts} per image{size}")
         return "\n".join(lines)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The table as rows (``class``, ``images``, ``instances``, ``P``, ``R``, ``mAP50``, ``mAP50-95``; blank where a
+        value does not apply), for a CSV file."""
+        def value(v: float) -> float | str:
+            return round(v, 6) if v is not None and math.isfinite(v) else ""
+
+        return [
+            {"class": r.name, "images": r.images, "instances": r.instances, "P": value(r.precision),
+             "R": value(r.recall), "mAP50": value(r.map50), "mAP50-95": value(r.map50_95)}
+            for r in self.rows
+        ]  # fmt: skip
+
+
+def results_row(metrics: Mapping[str, Any], prefixes: Sequence[str] = ("train/", "val/")) -> dict[str, Any]:
+    """One row of ``results.csv`` from logged metrics (``trainer.callback_metrics``): the epoch values of the keys
+    under ``prefixes`` (``_step`` copies and :data:`PER_BATCH_KEYS` left out, ``_epoch`` suffixes dropped), rounded;
+    blank where a value is not finite or, for mAP / mAR, COCO's -1 (does not apply)."""
+    row: dict[str, Any] = {}
+    for key, value in sorted(metrics.items()):
+        if key.endswith("_step") or key.rsplit("/", 1)[-1] in PER_BATCH_KEYS:
+            continue
+        name = key[: -len("_epoch")] if key.endswith("_epoch") else key
+        if not name.startswith(tuple(prefixes)):
+            continue
+        number = float(value)
+        not_applicable = number < 0 and ("map" in name or "mar" in name)
+        row[name] = "" if not math.isfinite(number) or not_applicable else round(number, 6)
+    return row
 
 
 def _fmt(value: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,10 @@ import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes
 
-__all__ = ["PALETTE", "class_color", "draw_detections", "save_image"]
+__all__ = ["MAX_GRID_IMAGES", "PALETTE", "batch_grid", "class_color", "draw_detections", "save_image"]
+
+#: Images in a batch picture (``train_batch0.png``, ``val_batch0_pred.png``, TensorBoard grids).
+MAX_GRID_IMAGES = 16
 
 #: Distinct colours (RGB), one per class, cycled (the ultralytics palette).
 PALETTE: tuple[tuple[int, int, int], ...] = tuple(
@@ -129,3 +133,38 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | os.PathLike, **save
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img.permute(1, 2, 0).numpy()).save(path, **save_kwargs)
     return path
+
+
+def batch_grid(
+    images: torch.Tensor,
+    annotations: Sequence[dict[str, torch.Tensor]],
+    class_names: Sequence[str] | None = None,
+    max_images: int = MAX_GRID_IMAGES,
+    score_thresh: float | None = None,
+) -> torch.Tensor:
+    """A batch as one picture: the first ``max_images`` images with their boxes, in a near-square grid.
+
+    Args:
+        images: ``[B, 3, H, W]`` uint8, or float in ``[0, 1]`` (any device).
+        annotations: per image ``boxes [K, 4]`` xyxy in the images' pixels and ``labels [K]``, and ``scores [K]`` for
+            detections (drawn in the captions).
+        class_names: names in the captions (``None``: class ids).
+        max_images: images in the grid.
+        score_thresh: draw only detections scoring at least this (``None``: all).
+
+    Returns:
+        uint8 ``[3, H', W']``, white between the images.
+    """
+    from torchvision.utils import make_grid
+
+    drawn = []
+    for img, ann in zip(images[:max_images], annotations, strict=False):
+        boxes, labels = ann["boxes"].detach().cpu(), ann["labels"].detach().cpu()
+        scores = ann["scores"].detach().cpu() if "scores" in ann else None
+        if scores is not None and score_thresh is not None:
+            keep = scores >= score_thresh
+            boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+        image = img.detach().cpu()
+        drawn.append(draw_detections(image if image.dtype == torch.uint8 else image.float(), boxes, labels, scores,
+                                     class_names=class_names))  # fmt: skip
+    return make_grid(drawn, nrow=max(1, math.ceil(math.sqrt(len(drawn)))), padding=2, pad_value=255)

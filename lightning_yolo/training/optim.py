@@ -18,7 +18,18 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["DECAYS", "param_groups", "warmup_cosine_factor", "warmup_cosine_lambda", "WarmupCosineLR", "NORM_LAYERS"]
+__all__ = [
+    "DECAYS",
+    "NORM_LAYERS",
+    "OPTIMIZERS",
+    "WarmupCosineLR",
+    "make_optimizer",
+    "optimizer_class",
+    "param_groups",
+    "plan_steps",
+    "warmup_cosine_factor",
+    "warmup_cosine_lambda",
+]
 
 #: Layer types whose parameters never get weight decay (BatchNorm/SyncBatchNorm/InstanceNorm via ``_NormBase``).
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -215,3 +226,57 @@ class WarmupCosineLR(LRScheduler):
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         self._last_lr = lrs
+
+
+def plan_steps(total_steps: float, max_epochs: int | None, warmup_epochs: float) -> tuple[int, int]:
+    """``(total, warmup)`` optimisation steps of a run of ``total_steps`` (``trainer.estimated_stepping_batches``)
+    over ``max_epochs`` epochs (``None`` or ``-1``: one "epoch" is the whole run), with ``warmup_epochs`` of warmup,
+    which always leaves at least one step after it. An infinite or empty run raises ``ValueError``."""
+    if not math.isfinite(total_steps) or int(total_steps) <= 0:
+        raise ValueError("the default schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+    total = int(total_steps)
+    steps_per_epoch = total / max_epochs if max_epochs and max_epochs > 0 else total
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    return total, min(warmup, max(total - 1, 0))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the optimizer factory
+
+#: ``optimizer_name`` values with their own settings; any other ``torch.optim`` class name is accepted too.
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """``"adamw"``, ``"sgd"`` or a ``torch.optim`` class name (``"RAdam"``, ``"torch.optim.NAdam"``); an unknown name
+    raises ``ValueError`` naming the choices."""
+    if name in OPTIMIZERS:
+        return torch.optim.AdamW if name == "adamw" else torch.optim.SGD
+    short = str(name).rsplit(".", 1)[-1]
+    cls = getattr(torch.optim, short, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        choices = sorted(
+            n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)
+        )
+        raise ValueError(f"optimizer_name must be 'adamw', 'sgd' or a torch.optim class ({', '.join(choices)}), got {name!r}")
+    return cls
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The optimizer of ``optimizer_name`` over parameter groups (:func:`param_groups`).
+
+    ``"sgd"`` is Nesterov SGD (darknet's); ``"adamw"`` and every class with ``betas`` get ``betas=(momentum, 0.999)``;
+    a class with ``momentum`` gets it as is; ``weight_decay`` comes through the groups.
+    """
+    import inspect
+
+    cls = optimizer_class(name)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    params = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {"lr": lr}
+    if "betas" in params:
+        kwargs["betas"] = (momentum, 0.999)
+    elif "momentum" in params:
+        kwargs["momentum"] = momentum
+    return cls(groups, **kwargs)

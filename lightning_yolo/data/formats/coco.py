@@ -35,7 +35,9 @@ from .base import (
 )
 
 __all__ = [
+    "CocoImageIds",
     "read_coco_json",
+    "coco_category_ids",
     "coco_class_names",
     "coco_category_order",
     "coco_id",
@@ -263,3 +265,52 @@ def write_coco_json(
     json_path.parent.mkdir(parents=True, exist_ok=True)
     data = {"images": list(images), "annotations": list(annotations), "categories": list(categories)}
     json_path.write_text(json.dumps(data), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# predictions back to the dataset's ids
+
+
+def coco_category_ids(
+    json_path: str | os.PathLike, class_names: Sequence[str]
+) -> tuple[list[int | str] | None, list[str]]:
+    """``(ids, names)``: the category id of each contiguous label of ``json_path`` as the json writes it (the order
+    :func:`coco_category_order` gives the reader's labels) and the json's class names; ``ids`` is ``None`` when those
+    names are not ``class_names`` (a model trained on other classes)."""
+    with open(json_path, encoding="utf-8") as f:
+        categories = json.load(f).get("categories") or []
+    pairs = coco_category_order(categories, json_path)
+    names = [n for _, n in pairs]
+    return ([i for i, _ in pairs] if names == list(class_names) else None), names
+
+
+class CocoImageIds:
+    """COCO image id of an image file, looked up by ``file_name`` in a dataset's jsons (in the order given, e.g.
+    val, test, then train; each json read only when an image is not found in the previous ones). Ids are returned
+    as the json writes them (an int, or a string such as ``"img_a"``), so ``COCO.loadRes`` matches them."""
+
+    def __init__(self, jsons: Sequence[str | os.PathLike]) -> None:
+        self._pending = [Path(j) for j in jsons]
+        self._by_name: dict[str, list[tuple[str, int | str]]] = {}
+
+    def _load_next(self) -> bool:
+        if not self._pending:
+            return False
+        with open(self._pending.pop(0), encoding="utf-8") as f:
+            images = json.load(f).get("images") or []
+        for img in images:
+            if isinstance(img, dict) and "file_name" in img and "id" in img:
+                name = str(img["file_name"]).replace("\\", "/")
+                self._by_name.setdefault(name.rsplit("/", 1)[-1], []).append((name, img["id"]))
+        return True
+
+    def lookup(self, path: str | os.PathLike) -> int | str | None:
+        """The id whose ``file_name`` is the end of ``path`` (``None``: not in the jsons, or ambiguous)."""
+        posix = Path(path).as_posix()
+        while True:
+            candidates = self._by_name.get(posix.rsplit("/", 1)[-1], [])
+            hits = {i for name, i in candidates if posix == name or posix.endswith("/" + name)}
+            if len(hits) == 1:
+                return hits.pop()
+            if len(hits) > 1 or not self._load_next():
+                return None
