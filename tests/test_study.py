@@ -422,3 +422,126 @@ def test_study_is_a_library_the_commands_live_in_commands():
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("lightning_yolo.commands") for a in node.names), path.name
     assert all(module.startswith("lightning_yolo.commands.") for module in EXTRA_COMMANDS.values())
+
+
+# ----------------------------------------------------------------------------------------------------------- faults
+
+
+def test_a_lock_whose_process_is_gone_is_free(tmp_path):
+    """A lock written on this machine by a process that no longer exists (kill -9, a crash) is taken over at once,
+    not after ``--lock_timeout``; a live holder's lock and another machine's lock still wait for the timeout
+    (issue 19 item 13)."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process now
+    lock = tmp_path / "locks" / "a.lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": time.time()}))
+    assert runner.lock_is_stale(lock, 600.0)
+    assert runner.try_lock(lock, 600.0) and json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "since": time.time()}))
+    assert not runner.try_lock(lock, 600.0)  # alive
+    lock.write_text(json.dumps({"host": "another-machine", "pid": dead.pid, "since": time.time()}))
+    assert not runner.try_lock(lock, 600.0)  # not ours to judge: the timeout decides
+    assert runner.try_lock(lock, 0.0)
+
+
+def test_ablate_stopped_by_sigterm_releases_its_lock(tmp_path):
+    """``kill <ablate>`` while a run trains: the fit it started shuts down through its own SIGTERM handling, the lock
+    is removed, exit status 143; the next command trains that run instead of skipping it (issue 19 item 13)."""
+    import signal
+
+    study = tmp_path / "study"
+    env = {**_env(), "PYTHONUNBUFFERED": "1", "LIGHTNING_YOLO_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightning_yolo", "ablate", "--config", str(DEBUG), "--seeds", "1", "--budget", "500ep",
+         "--study", str(study)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    log = study / "runs" / "base__seed0" / "fit.log"
+    deadline = time.monotonic() + 240
+    while not (log.is_file() and "Epoch 1" in log.read_text(errors="replace")):  # the fit is training
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the run did not start training: " + proc.communicate()[1].decode()[-3000:])
+        time.sleep(0.3)
+    assert (study / "locks" / "base__seed0.lock").is_file()
+    proc.send_signal(signal.SIGTERM)  # to the ablate process only, as `kill PID` does
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err.decode()[-3000:]
+    assert "Traceback" not in err.decode() and "interrupted by SIGTERM" in err.decode()
+    assert not list((study / "locks").glob("*.lock"))
+    assert "interrupted by SIGTERM" in log.read_text()  # the fit's own clean shutdown, not killed
+    assert not (study / "runs" / "base__seed0" / "result.json").exists()
+
+
+def _run_main(argv: list[str], capsys) -> tuple[int, str]:
+    from lightning_yolo.commands.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["ablate", "--switch", "model.lrr=0.001"], ["--switch model.lrr=0.001", "did you mean --model.lr"]),
+        (["ablate", "--switch", "model.model_overrides.samm=true"], ["--switch model.model_overrides.samm", "'samm'"]),
+        (["ablate", "--switch", "sam", "--", "--trainer.max_epochz", "2"],
+         ["-- --trainer.max_epochz 2", "--trainer.max_epochz: did you mean --trainer.max_epochs"]),
+        (["evolve", "--param", "model.lrr=1e-4:1e-2:log", "--generations", "1", "--population", "1"],
+         ["--param model.lrr=1e-4:1e-2:log", "did you mean --model.lr"]),
+        (["evolve", "--param", "model.lr=1e-4:1e-2:log", "--", "--data.img_sise", "64"],
+         ["--data.img_sise: did you mean --data.img_size"]),
+    ],
+    ids=["ablate_switch_key", "ablate_switch_override", "ablate_flag_after_dashes", "evolve_param_key",
+         "evolve_flag_after_dashes"],
+)
+def test_a_misspelt_study_key_fails_before_any_training(argv, expect, tmp_path, monkeypatch, capsys, cli_env):
+    """A misspelt ``--switch`` / ``--param`` key or fit flag after ``--``: one ``error:`` line naming it, exit 2, before
+    any run starts (nothing launched, no study folder); not a trace, not an exit 0 that says 'run again' (issue 19
+    item 10)."""
+    launched: list[str] = []
+    monkeypatch.setattr(runner, "run_fit", _counting_launcher(launched))
+    study = tmp_path / "study"
+    at = argv.index("--") if "--" in argv else len(argv)
+    own = ["--config", str(DEBUG), "--budget", "1ep", "--study", str(study)] + (["--seeds", "1"] if argv[0] == "ablate"
+                                                                                 else [])  # fmt: skip
+    argv = [*argv[:at], *own, *argv[at:]]
+    code, err = _run_main(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for part in expect:
+        assert part in lines[0], (part, lines[0])
+    assert launched == [] and not study.exists()
+
+
+def test_evolve_keeps_trial_json_and_its_config_trains_outside_the_study(tmp_path):
+    """A real trial: ``trial.json`` (written before training) is still there afterwards, and the trial's
+    ``config.yaml`` that ``evolve`` points at trains with ``fit --config`` in the user's own runs/detect/train,
+    leaving the study untouched (issue 19 item 14)."""
+    study = tmp_path / "evo"
+    proc = _cli("evolve", "--config", str(DEBUG), "--param", "model.lr=1e-4:1e-2:log", "--generations", "1",
+                "--population", "1", "--budget", "1ep", "--study", str(study), "--", *TINY_FIT,
+                cwd=tmp_path)  # fmt: skip
+    trial = study / "runs" / "g00_t00"
+    params = json.loads((trial / "trial.json").read_text())
+    assert params["generation"] == 0 and set(params["params"]) == {"model.lr"}
+    config = trial / "config.yaml"
+    assert f"train its config with: lightning-yolo fit --config {config}" in proc.stdout
+    assert str(config) in (study / "evolve.md").read_text()
+    saved = yaml.safe_load(config.read_text())
+    assert saved["trainer"]["default_root_dir"] == "runs/detect" and saved["name"] is None
+    assert saved["exist_ok"] is False and saved["trainer"]["max_epochs"] == 1  # the trial's budget stays
+    assert saved["data"]["synthetic_num_train"] == 8  # and the flags after --
+    before = sorted(p.relative_to(study) for p in study.rglob("*"))
+    user = tmp_path / "user"
+    user.mkdir()
+    _cli("fit", "--config", str(config), cwd=user)
+    assert (user / "runs" / "detect" / "train" / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.relative_to(study) for p in study.rglob("*")) == before

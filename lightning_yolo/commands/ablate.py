@@ -21,9 +21,17 @@ described in :mod:`lightning_yolo.study.runner`.
 from __future__ import annotations
 
 import argparse
+import io
+import re
 import shlex
-from collections.abc import Sequence
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ..study.ablate import ablation_rows, plan_variants, rebuild_report, report_header, run_id, write_report
 from ..study.runner import (
@@ -31,7 +39,6 @@ from ..study.runner import (
     RunSpec,
     budget_args,
     collect_results,
-    full_config,
     load_yaml,
     my_share,
     parse_budget,
@@ -39,12 +46,14 @@ from ..study.runner import (
     read_result,
     resolve_config,
     run_all,
+    with_model_defaults,
     write_json,
+    write_yaml,
 )
 from ..study.switches import SWITCHES
 from .args import parse_args, split_passthrough
 
-__all__ = ["ablate_main", "build_ablate_parser", "command_line"]
+__all__ = ["ablate_main", "build_ablate_parser", "command_line", "checked_fit_config", "base_config_label"]
 
 
 def build_ablate_parser() -> argparse.ArgumentParser:
@@ -112,7 +121,12 @@ def ablate_main(argv: Sequence[str] | None = None) -> None:
     seeds = _seeds(args)
     worker = parse_worker(args.worker)
     base = load_yaml(config_path)
-    variants, configs = plan_variants(base, args.switch, defaults_of=lambda: full_config(config_path, extra))
+    # every config of the study is parsed as its fit will parse it, before any training: a misspelt flag after --
+    # or switch path fails now with the fit's own message, not after the base config trained
+    defaults = checked_fit_config(base, extra, base_config_label("ablate", config_path, extra))
+    variants, configs = plan_variants(base, args.switch, defaults_of=lambda: defaults)
+    for text, variant in zip(args.switch, variants[1:]):
+        checked_fit_config(configs[variant.name], extra, f"--switch {text}")
     fit_extra = [*budget_args(args.budget), *extra]
     info = {
         "kind": "ablate",
@@ -166,3 +180,41 @@ def command_line(command: str, argv: Sequence[str], extra: Sequence[str]) -> str
     words = [*argv, *(["--", *extra] if extra else [])]
     return f"lightning-yolo {command} " + " ".join(shlex.quote(w) for w in words)
 
+
+
+def base_config_label(command: str, config_path: Path, extra: Sequence[str]) -> str:
+    """How an error in the base config or the flags after ``--`` names them."""
+    flags = f" with -- {' '.join(extra)}" if extra else ""
+    return f"{command}: the base config {config_path.name}{flags}"
+
+
+def checked_fit_config(config: Mapping[str, Any], extra: Sequence[str], what: str) -> dict[str, Any]:
+    """The full config ``fit --config <config> <extra> --print_config`` prints (every default filled in, the model's
+    ``model_overrides`` completed by :func:`~lightning_yolo.study.runner.with_model_defaults`), parsed in this process:
+    nothing is built or trained.
+
+    Raises:
+        ValueError: ``"<what>: <the fit's one-line error>"`` when the fit would refuse the config or a flag (an
+            unknown key names itself and the closest valid ones), or a ``model_overrides`` key is no model setting.
+    """
+    from .cli import build_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="lightning_yolo_check_") as tmp:
+        path = Path(tmp) / "config.yaml"
+        write_yaml(path, config)
+        try:
+            with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+                # LightningCLI warns when it gets args while sys.argv holds other ones (the study's own command line)
+                warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+                build_cli(["fit", "--config", str(path), *extra, "--print_config"])
+        except SystemExit as stop:
+            if stop.code not in (0, None):
+                lines = [ln[len("error: ") :] for ln in err.getvalue().splitlines() if ln.startswith("error: ")]
+                message = lines[-1] if lines else " ".join(err.getvalue().split()) or f"exit status {stop.code}"
+                message = re.sub(r"\(all options: .*--help\)", "(all options: lightning-yolo fit --help)", message)
+                raise ValueError(f"{what}: {message.replace(str(path), 'the config')}") from None
+    try:
+        return with_model_defaults(yaml.safe_load(out.getvalue()) or {})
+    except ValueError as bad:
+        raise ValueError(f"{what}: {bad}") from None

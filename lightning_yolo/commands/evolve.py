@@ -12,13 +12,14 @@ Writes ``<study>/evolve.csv``, ``evolve.md`` and ``evolve.png`` after every tria
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..study.evolve import DEFAULT_FITNESS, FITNESS_NAMES, evolve, fitness_function, parse_param
-from ..study.runner import budget_args, full_config, load_yaml, parse_budget, resolve_config, write_json
-from ..study.switches import apply_changes, set_path
-from .ablate import command_line
+from ..study.evolve import DEFAULT_FITNESS, FITNESS_NAMES, best_config, evolve, fitness_function, parse_param
+from ..study.runner import budget_args, load_yaml, parse_budget, resolve_config, write_json
+from ..study.switches import Change, apply_changes, set_path
+from .ablate import base_config_label, checked_fit_config, command_line
 from .args import parse_args, split_passthrough
 
 __all__ = ["evolve_main", "build_evolve_parser"]
@@ -68,6 +69,11 @@ def evolve_main(argv: Sequence[str] | None = None) -> None:
     base = load_yaml(config_path)
     for p in params:  # the paths must be settable before hours of training
         set_path(apply_changes(base, []), p.path, 0.0)
+    # the base config, the flags after -- and each searched path are parsed as the trials' fits will parse them,
+    # before any training: a misspelt key fails now with the fit's own message
+    defaults = checked_fit_config(base, extra, base_config_label("evolve", config_path, extra))
+    for text, p in zip(args.param, params):
+        checked_fit_config(apply_changes(base, [Change(p.path, p.typed(p.low), p.path)]), extra, f"--param {text}")
     fit_extra = [*budget_args(args.budget), *extra]
     command = command_line("evolve", argv, extra)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -80,9 +86,14 @@ def evolve_main(argv: Sequence[str] | None = None) -> None:
     trials = evolve(
         base, params, study_dir, args.generations, args.population, fit_extra, seed=args.seed, fitness=args.fitness,
         parents=args.parents, sigma=args.sigma, prob=args.mutation_prob, workers=args.workers,
-        lock_timeout=args.lock_timeout, defaults_of=lambda: full_config(config_path, extra), header=header,
+        lock_timeout=args.lock_timeout, defaults_of=lambda: defaults, header=header,
     )  # fmt: skip
     print((study_dir / "evolve.md").read_text(encoding="utf-8"))
+    finished = [t for t in trials if t.result is not None and math.isfinite(t.fitness)]
+    if finished:
+        best = max(finished, key=lambda t: t.fitness)
+        print(f"[lightning-yolo evolve] best trial {best.run_id}; train its config with: lightning-yolo fit --config "
+              f"{best_config(study_dir, best)}")  # fmt: skip
     missing = [t.run_id for t in trials if t.result is None]
     if missing:
         print(f"[lightning-yolo evolve] {len(missing)} trials not finished: {', '.join(missing[:8])}; run the same "

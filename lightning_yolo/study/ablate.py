@@ -246,7 +246,7 @@ def plot_ablation(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
     return path
 
 
-# ----------------------------------------------------------------------------------------------------------- study folder
+# --------------------------------------------------------------------------------------------------------- study folder
 
 
 def read_study(study_dir: Path) -> dict[str, Any]:

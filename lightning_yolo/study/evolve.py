@@ -44,7 +44,17 @@ from typing import Any
 
 import yaml
 
-from .runner import Launcher, RunResult, RunSpec, read_result, run_all, write_json
+from .runner import (
+    CONFIG_FILE,
+    TRIAL_FILE,
+    Launcher,
+    RunResult,
+    RunSpec,
+    lock_is_stale,
+    read_result,
+    run_all,
+    write_json,
+)
 from .switches import Change, apply_changes, get_path, has_path, set_path
 
 __all__ = [
@@ -57,6 +67,7 @@ __all__ = [
     "mutate",
     "evolve",
     "write_evolve_report",
+    "best_config",
     "plot_evolution",
 ]
 
@@ -259,7 +270,7 @@ def evolve(
                 values = mutate(parent.params, params, rng, sigma, prob)
                 return {"generation": g, "trial": t, "parent": parent.run_id, "params": values}
 
-            data = _load_or_create(runs_dir / rid / "trial.json", make)
+            data = _load_or_create(runs_dir / rid / TRIAL_FILE, make)
             generation.append(Trial(g, t, {k: float(v) for k, v in data["params"].items()}, data.get("parent")))
         specs = [
             RunSpec(
@@ -316,23 +327,17 @@ def _train_generation(
         if todo:
             run_all(todo, study_dir, fit_extra, workers=workers, lock_timeout=lock_timeout, launcher=launcher,
                     on_done=on_done)  # fmt: skip
-            # tried here unless another process held it (its lock is still there)
-            attempted |= {s.run_id for s in todo if not (locks_dir / f"{s.run_id}.lock").exists()}
+            # each was tried here, or skipped because another process holds it (then waited for below)
+            attempted |= {s.run_id for s in todo}
             continue
         held = [s for s in pending if (locks_dir / f"{s.run_id}.lock").exists()]
         if not held:
             return  # every trial finished, or failed here (a failed trial is retried by the next evolve command)
-        if all(time.time() - _mtime(locks_dir / f"{s.run_id}.lock") >= lock_timeout for s in held):
-            attempted -= {s.run_id for s in held}  # stale: take them over
+        stale = {s.run_id for s in held if lock_is_stale(locks_dir / f"{s.run_id}.lock", lock_timeout)}
+        if stale:
+            attempted -= stale  # its process is gone: take it over
             continue
         time.sleep(poll_s)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 # ----------------------------------------------------------------------------------------------------------- report
@@ -375,6 +380,10 @@ def write_evolve_report(
             snippet.rstrip(),
             "```",
             "",
+            f"The trial's whole config (the base config, these parameters, the flags after `--`, seed and budget): "
+            f"`{best_config(study_dir, best)}`; `lightning-yolo fit --config {best_config(study_dir, best)}` trains "
+            "it again in your own run folder (runs/detect/train by default), not in the study.",
+            "",
             "| trial | " + " | ".join(p.path for p in params) + " | mAP | mAP50 | fitness |",
             "|---|" + "---:|" * (len(params) + 3),
         ]
@@ -390,6 +399,11 @@ def write_evolve_report(
     if png is not None:
         written.append(png)
     return written
+
+
+def best_config(study_dir: Path, trial: Trial) -> Path:
+    """The ``config.yaml`` a trial trained (runnable on its own, see :func:`.runner.own_config`)."""
+    return study_dir / "runs" / trial.run_id / CONFIG_FILE
 
 
 def plot_evolution(path: Path, trials: Sequence[Trial]) -> Path | None:

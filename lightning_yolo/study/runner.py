@@ -3,7 +3,10 @@
 Study folder::
 
     <study>/study.json                  what the study is: base config, switches or parameters, seeds, budget, command
-    <study>/runs/<run>/config.yaml      the exact config the run trained (the base YAML with the run's changes)
+    <study>/runs/<run>/trial.json       an evolution trial's parameters, written when the trial is created
+    <study>/runs/<run>/config.yaml      the exact config the run trained (the base YAML with the run's changes, the
+                                        flags after --, seed and budget); runs on its own: fit --config it trains
+                                        in the user's runs/, not in the study
     <study>/runs/<run>/fit.log          the fit's output (stdout and stderr)
     <study>/runs/<run>/results.csv      the fit's per-epoch table (ResultsFiles), checkpoints/, ...
     <study>/runs/<run>/result.json      written only when the run finished: final val mAP, mAP50, seconds, epochs
@@ -26,14 +29,16 @@ run counts as not done.
 ``max_epochs`` stays an upper bound, raise it with ``-- --trainer.max_epochs 1000``).
 
 **Resume**: a run with a ``result.json`` is never run again; an interrupted run (no ``result.json``) starts over
-in a cleaned folder. Re-running the same command continues a study.
+in a cleaned folder (``trial.json`` stays). Re-running the same command continues a study. Ctrl-C and SIGTERM stop
+the fits in progress and release their locks (exit status 130 / 143).
 
 **Several workers** share one study folder (a shared disk for several machines, or one machine with several GPUs):
 before training a run, a process creates ``locks/<run>.lock`` with ``os.open(O_CREAT | O_EXCL)`` (atomic on local
 and NFSv3+ file systems) and touches it every 30 s while the run trains; a lock untouched for ``lock_timeout``
-seconds (default 600) is stale (its process died) and taken over. ``--worker i/n`` makes a process try only its share
-of the runs (run index modulo ``n`` = ``i - 1``, in the study's fixed run order), ``--workers N`` trains ``N`` runs at
-once from one process. E.g. two GPUs of one machine::
+seconds (default 600) is stale (its process died) and taken over, and so is at once a lock written on the same
+machine by a process that no longer exists (``kill -9``, a crash). ``--worker i/n`` makes a process try only its
+share of the runs (run index modulo ``n`` = ``i - 1``, in the study's fixed run order), ``--workers N`` trains ``N``
+runs at once from one process. E.g. two GPUs of one machine::
 
     CUDA_VISIBLE_DEVICES=0 lightning-yolo ablate ... --worker 1/2 &
     CUDA_VISIBLE_DEVICES=1 lightning-yolo ablate ... --worker 2/2 &
@@ -49,13 +54,15 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -74,17 +81,25 @@ __all__ = [
     "load_yaml",
     "print_config",
     "full_config",
+    "with_model_defaults",
     "read_results_csv",
     "run_fit",
     "run_all",
     "read_result",
     "try_lock",
+    "lock_is_stale",
     "release_lock",
+    "clean_run_dir",
+    "own_config",
 ]
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "fit.log"
+#: An evolution trial's parameters, written when the trial is created (before it trains).
+TRIAL_FILE = "trial.json"
+#: Files of a run folder that a new attempt keeps (the study's own records of the run).
+KEEP_FILES = (TRIAL_FILE,)
 
 
 @dataclass
@@ -252,28 +267,37 @@ def print_config(config_path: Path, extra: Sequence[str] = ()) -> dict[str, Any]
         text=True,
     )
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"fit --config {config_path} --print_config failed:\n{tail}")
+        # the fit's own one-line error (it names the key), not a trace around it
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+        tail = errors[-1][len("error: ") :] if errors else " ".join(proc.stderr.strip().splitlines()[-1:])
+        raise ValueError(f"fit --config {config_path} {' '.join(extra)} refused: {tail}".replace("  ", " "))
     return yaml.safe_load(proc.stdout) or {}
 
 
 def full_config(config_path: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
-    """:func:`print_config` with ``model.model_overrides`` completed by the fields of the model's ``ModelCfg``
+    """:func:`print_config` completed by :func:`with_model_defaults`."""
+    return with_model_defaults(print_config(config_path, extra))
+
+
+def with_model_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A printed fit config with ``model.model_overrides`` completed by the fields of the model's ``ModelCfg``
     (``--print_config`` shows only the overrides the config sets), so a flipped ``sam`` / ``spp`` / ``neck`` switch
-    reads the model's real default."""
-    config = print_config(config_path, extra)
+    reads the model's real default. Raises a ``ValueError`` for overrides that are no ``ModelCfg`` field or have a
+    value it refuses (what building the model would raise, before any training)."""
     model = config.get("model") if isinstance(config.get("model"), dict) else None
     if model is None or not model.get("model_name"):
         return config
     from dataclasses import fields
 
-    from ..models.factory import get_model_cfg
+    from ..models.factory import MODEL_CFGS, get_model_cfg
 
-    try:
-        cfg = get_model_cfg(str(model["model_name"]))
-    except (ValueError, KeyError):
-        return config
+    if str(model["model_name"]) not in MODEL_CFGS:
+        return config  # the model's own error names the choices when the fit builds it
     overrides = model.get("model_overrides") or {}
+    try:
+        cfg = get_model_cfg(str(model["model_name"]), **overrides)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model.model_overrides: {err}") from err
     model["model_overrides"] = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, **overrides}
     return config
 
@@ -319,9 +343,7 @@ def read_result(run_dir: Path) -> RunResult | None:
 def run_fit(spec: RunSpec, runs_dir: Path, extra: Sequence[str]) -> RunResult | None:
     """Train one run in its own process (see the module docstring); ``None`` when it did not finish."""
     run_dir = runs_dir / spec.run_id
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted attempt: start over, no rows or checkpoints of it mixed in
-    run_dir.mkdir(parents=True)
+    clean_run_dir(run_dir)  # an interrupted attempt: start over, no rows or checkpoints of it mixed in
     config_path = run_dir / CONFIG_FILE
     write_yaml(config_path, spec.config)
     cmd = [
@@ -345,8 +367,9 @@ def run_fit(spec: RunSpec, runs_dir: Path, extra: Sequence[str]) -> RunResult | 
     with open(run_dir / LOG_FILE, "w", encoding="utf-8") as log:
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        code = _call(cmd, log)
     seconds = time.perf_counter() - start
+    own_config(config_path, spec.config)
     metrics = read_results_csv(run_dir / "results.csv") if code == 0 else None
     if metrics is None:
         print(f"[lightning-yolo study] {spec.run_id}: did not finish (exit status {code}); see {run_dir / LOG_FILE}")
@@ -364,21 +387,98 @@ def run_fit(spec: RunSpec, runs_dir: Path, extra: Sequence[str]) -> RunResult | 
     )
 
 
+def clean_run_dir(run_dir: Path) -> None:
+    """Empty a run's folder for a new attempt, keeping the study's own records of the run (:data:`KEEP_FILES`,
+    e.g. an evolution trial's ``trial.json``, written before the run trains)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for path in run_dir.iterdir():
+        if path.name in KEEP_FILES:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+#: Keys of a run's ``config.yaml`` that only place the run inside the study (set by the study's flags, saved by
+#: Lightning's config dump): put back to the study config's values (or the defaults) after the fit, so that
+#: ``fit --config <run>/config.yaml`` trains in the user's own ``runs/`` and never writes into the study.
+STUDY_PLACEMENT_KEYS = {"trainer.default_root_dir": None, "name": None, "exist_ok": False, "plots": True}
+
+
+def own_config(config_path: Path, study_config: Mapping[str, Any]) -> None:
+    """Make the ``config.yaml`` a fit left in its run folder (Lightning's dump of every setting: the base config, the
+    run's changes, the flags after ``--``, the seed and budget) runnable on its own: the keys of
+    :data:`STUDY_PLACEMENT_KEYS` get the study config's values, or their defaults."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            dumped = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(dumped, dict):
+        return
+    from .switches import get_path, has_path, set_path
+
+    for path, default in STUDY_PLACEMENT_KEYS.items():
+        if has_path(dumped, path) or has_path(study_config, path):
+            set_path(dumped, path, get_path(study_config, path, default))
+    write_yaml(config_path, dumped)
+
+
+# ----------------------------------------------------------------------------------------------------------- processes
+
+
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+#: Set by SIGTERM (see :func:`run_all`): no further run starts.
+_STOP = threading.Event()
+
+#: Seconds a fit gets to shut down cleanly after the study passed it a SIGTERM, before it is killed.
+CHILD_GRACE_S = 60.0
+
+
+def _call(cmd: Sequence[str], log: Any) -> int:
+    """``subprocess.call`` that stops the fit when this process is interrupted (Ctrl-C, or SIGTERM through
+    :func:`run_all`), so that the run's lock is released only once nothing trains the run any more."""
+    proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT)
+    with _CHILDREN_LOCK:
+        _CHILDREN.add(proc)
+    try:
+        return proc.wait()
+    except BaseException:
+        _stop_child(proc)
+        raise
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(proc)
+
+
+def _stop_child(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        proc.terminate()  # the fit's own SIGTERM handling: a clean shutdown, its DataLoader workers included
+        proc.wait(timeout=CHILD_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except OSError:
+        pass
+
+
 # ----------------------------------------------------------------------------------------------------------- locks
 
 
 def try_lock(lock_path: Path, timeout: float) -> bool:
-    """Create ``lock_path`` atomically; a lock untouched for ``timeout`` seconds is stale and taken over."""
+    """Create ``lock_path`` atomically; a stale lock (:func:`lock_is_stale`) is taken over."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
             fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                age = time.time() - lock_path.stat().st_mtime
-            except FileNotFoundError:
+            if not lock_path.exists():
                 continue  # released meanwhile: try again
-            if age < timeout:
+            if not lock_is_stale(lock_path, timeout):
                 return False
             # stale: move it aside under a unique name (only one process wins the rename), then try again
             try:
@@ -390,6 +490,34 @@ def try_lock(lock_path: Path, timeout: float) -> bool:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))
         return True
+    return False
+
+
+def lock_is_stale(lock_path: Path, timeout: float) -> bool:
+    """A lock whose process is gone: untouched for ``timeout`` seconds (its holder stopped touching it, on any
+    machine), or written on this machine by a process that no longer exists (``kill -9``, a crash: free at once).
+    A missing lock counts as stale."""
+    try:
+        age = time.time() - lock_path.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    return age >= timeout or _holder_gone(lock_path)
+
+
+def _holder_gone(lock_path: Path) -> bool:
+    try:
+        info = json.loads(lock_path.read_text(encoding="utf-8"))
+        host, pid = info["host"], int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # being written, or not ours to judge: the timeout decides
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: a process of another user has this pid
+        return False
     return False
 
 
@@ -455,6 +583,8 @@ def run_all(
     lock = threading.Lock()
 
     def one(spec: RunSpec) -> None:
+        if _STOP.is_set():
+            return  # SIGTERM: start nothing more
         lock_path = locks_dir / f"{spec.run_id}.lock"
         if not try_lock(lock_path, lock_timeout):
             print(f"[lightning-yolo study] {spec.run_id}: held by another worker ({lock_path}); skipped")
@@ -480,13 +610,47 @@ def run_all(
         finally:
             release_lock(lock_path)
 
-    if workers <= 1:
-        for spec in pending:
-            one(spec)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, pending))
+    with _stop_on_sigterm():
+        if workers <= 1:
+            for spec in pending:
+                one(spec)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(one, pending))
     return done
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, Slurm, systemd) stops a study as Ctrl-C does: the fits it started are stopped, no run
+    starts, every lock it holds is released (the ``finally`` blocks run), and the process exits with status 143.
+    Without this, Python's default SIGTERM action ends the process at once and its locks stay behind."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        first = not _STOP.is_set()
+        _STOP.set()
+        with _CHILDREN_LOCK:
+            children = list(_CHILDREN)
+        for proc in children:
+            if proc.poll() is None:
+                try:
+                    proc.terminate()
+                except OSError:
+                    pass
+        if first:
+            print("[lightning-yolo study] interrupted by SIGTERM: stopping the runs in progress and releasing their "
+                  "locks; run the same command again to continue", file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _STOP.clear()
 
 
 def collect_results(runs_dir: Path) -> dict[str, RunResult]:
