@@ -198,6 +198,24 @@ def _config(text: str, *extra: str) -> Callable[[Path, Path], list[str]]:
     return build
 
 
+def _nothing_ran(tmp: Path, cli) -> None:
+    """An error case stopped before training: no Trainer ran a step."""
+    assert cli is None or getattr(cli, "trainer", None) is None or cli.trainer.global_step == 0
+
+
+def _no_study(tmp: Path) -> None:
+    assert not (tmp / "study").exists()  # stopped before any run of the study
+
+
+def _no_gpu(argv: list[str]) -> Callable[[Path, Path], list[str]]:
+    def build(tmp: Path, _: Path) -> list[str]:
+        if torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            pytest.skip("a GPU is present")
+        return argv
+
+    return build
+
+
 def _untrained(tmp: Path, cli) -> None:
     assert cli.trainer.global_step == 0
 
@@ -367,6 +385,38 @@ CASES = [
     Case("predict_path_missing",
          lambda t, c: ["predict", "--config", DEBUG, "--ckpt_path", str(c), "--data.predict_path", str(t / "none")],
          "error", ("none: no such image file, folder or pattern",)),
+    # ---------------------------------------------------------------- trainer settings, resuming (issue 19)
+    Case("option_max_time_misspelt_key", lambda t, _: ["fit", "--config", DEBUG, "--trainer.max_time", "{minute: 10}"],
+         "error", ("--trainer.max_time {'minute': 10}: unknown key(s) ['minute']", "DD:HH:MM:SS", "{minutes: 10}"),
+         _nothing_ran),
+    Case("option_max_time_not_ddhhmmss", lambda t, _: ["fit", "--config", DEBUG, "--trainer.max_time", "10m"],
+         "error", ("--trainer.max_time '10m': give DD:HH:MM:SS",), _nothing_ran),
+    Case("option_accelerator_gpu_absent", _no_gpu(["fit", "--config", DEBUG, "--trainer.accelerator", "gpu"]),
+         "error", ("--trainer.accelerator gpu: this machine has no GPU", "--trainer.accelerator cpu"), _nothing_ran),
+    Case("option_sync_batchnorm_cpu_ddp",
+         lambda t, _: ["fit", "--config", DEBUG, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+                       "--trainer.devices", "2", "--trainer.sync_batchnorm", "true"],
+         "error", ("--trainer.sync_batchnorm true: SyncBatchNorm needs CUDA", "--model.cross_minibatch_norm true"),
+         _nothing_ran),
+    Case("ckpt_resume_other_model_size",
+         lambda t, c: ["fit", "--config", DEBUG, "--ckpt_path", str(c), "--model.model_name", "yolov4_nano",
+                       "--data.img_size", "64", "--trainer.max_epochs", "2", "--trainer.logger", "false",
+                       "--trainer.default_root_dir", str(t / "run")],
+         "error", ("last.ckpt: holds yolov4_pico, 4 classes", "this run builds yolov4_nano", "--model.init_from"),
+         _nothing_ran),
+    Case("ckpt_resume_other_classes",
+         lambda t, c: fit_args(t, yolo(t / "ds"), "--ckpt_path", str(c), "--trainer.max_epochs", "2"),
+         "error", ("last.ckpt: holds yolov4_pico, 4 classes", "1 classes ['thing']", "--model.init_from"),
+         _nothing_ran),
+    # ---------------------------------------------------------------- ablate / evolve (issue 19 item 10)
+    Case("study_ablate_switch_key_misspelt",
+         lambda t, _: ["ablate", "--config", DEBUG, "--switch", "model.lrr=0.001", "--seeds", "1", "--budget", "1ep",
+                       "--study", str(t / "study")],
+         "error", ("--switch model.lrr=0.001", "did you mean --model.lr"), lambda t, _: _no_study(t)),
+    Case("study_evolve_flag_misspelt",
+         lambda t, _: ["evolve", "--config", DEBUG, "--param", "model.lr=1e-4:1e-2:log", "--budget", "1ep",
+                       "--study", str(t / "study"), "--", "--trainer.max_epochz", "2"],
+         "error", ("-- --trainer.max_epochz 2", "did you mean --trainer.max_epochs"), lambda t, _: _no_study(t)),
 ]
 
 
@@ -629,6 +679,8 @@ def test_corpus_case(case: Case, tmp_path, checkpoint, capsys, monkeypatch, cli_
         assert len(lines) == 1, result.stderr
         for part in case.expect:
             assert part in lines[0], (part, lines[0])
+        if case.check is not None:
+            case.check(tmp_path, result.cli)
         return
     assert result.code == 0, (result.code, result.stderr[-3000:])
     reported = result.warnings + "\n" + result.stdout + "\n" + result.stderr
@@ -646,7 +698,7 @@ def test_corpus_case(case: Case, tmp_path, checkpoint, capsys, monkeypatch, cli_
 def test_corpus_is_large_and_covers_every_kind():
     kinds = Counter(c.name.split("_")[0] for c in CASES)
     assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
-    assert {"yolo", "coco", "voc", "config", "option", "ckpt", "predict"} <= set(kinds)
+    assert {"yolo", "coco", "voc", "config", "option", "ckpt", "predict", "study"} <= set(kinds)
     assert set(Counter(c.outcome for c in CASES)) == {"error", "skip", "ok"}
 
 

@@ -25,6 +25,7 @@ from ..data.datamodule import YOLODataModule
 from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from ..module import YOLOModule
 from ..reporting.report import format_metric
+from . import preflight
 
 __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
 
@@ -203,6 +204,9 @@ class YOLOCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is not None and config.get("torch_threads"):
             torch.set_num_threads(int(config["torch_threads"]))
+        if config is not None and config.get("trainer") is not None:  # Lightning's errors name neither key nor fix
+            preflight.check_max_time(config["trainer"].get("max_time"))
+            preflight.check_accelerator(config["trainer"].get("accelerator"))
         # With --ckpt_path the weights come from the checkpoint (resume, extend, validate, test, predict): do not
         # re-run fine-tuning initialisation or read backbone weights, whose files may no longer exist.
         sub = self.config.get(self.subcommand) if self.subcommand else None
@@ -217,6 +221,12 @@ class YOLOCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         self._check_checkpoint_classes()
+        sub = self.config.get(self.subcommand) if self.subcommand else None
+        ckpt_path = sub.get("ckpt_path") if sub is not None else None
+        if ckpt_path and os.path.isfile(ckpt_path):  # resume / evaluate another network: one line, not 300
+            preflight.check_checkpoint_model(ckpt_path, load_checkpoint_dict(ckpt_path, mmap=True), self.model)
+        if sub is not None and sub.get("trainer") is not None:
+            preflight.check_sync_batchnorm(self.trainer, bool(sub["trainer"].get("sync_batchnorm")))
 
     def _check_checkpoint_classes(self) -> None:
         """validate / test with a checkpoint of other classes than the dataset's: one clear error, not a 40-line
