@@ -460,13 +460,15 @@ def test_ablate_stopped_by_sigterm_releases_its_lock(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path, start_new_session=True,
     )  # fmt: skip
     log = study / "runs" / "base__seed0" / "fit.log"
+    last = study / "runs" / "base__seed0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
-    while not (log.is_file() and "Epoch 1" in log.read_text(errors="replace")):  # the fit is training
+    while not last.is_file():  # the fit is training (its first epoch finished)
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("the run did not start training: " + proc.communicate()[1].decode()[-3000:])
         time.sleep(0.3)
     assert (study / "locks" / "base__seed0.lock").is_file()
+    time.sleep(0.5)  # into the next epoch
     proc.send_signal(signal.SIGTERM)  # to the ablate process only, as `kill PID` does
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 143, err.decode()[-3000:]
