@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -387,18 +386,12 @@ class YOLOModule(pl.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Lightning's ``load_from_checkpoint``; a checkpoint of an older version (settings that moved into
-        ``loss`` / ``inference``) is upgraded on load with one line naming the file, as the command line does."""
-        if isinstance(checkpoint_path, str | os.PathLike) and os.path.isfile(checkpoint_path):
-            from .inference.checkpoint import load_checkpoint_dict, upgrade_module_hparams, upgrade_notice
+        """Lightning's; a checkpoint of an older version is upgraded on load with one line naming the file, as the
+        command line does (:func:`~lightning_yolo.inference.checkpoint.upgraded_groups`)."""
+        from .inference.checkpoint import upgraded_groups
 
-            hparams = load_checkpoint_dict(checkpoint_path, mmap=True).get("hyper_parameters") or {}
-            upgraded, moved = upgrade_module_hparams(dict(hparams))
-            if moved:
-                rank_zero_info(upgrade_notice(checkpoint_path, moved))
-                kwargs = {**{k: upgraded[k] for k in ("loss", "inference") if k in upgraded}, **kwargs}
+        kwargs = {**upgraded_groups(checkpoint_path, rank_zero_info), **kwargs}
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
-
 
 
 def _check_arguments(

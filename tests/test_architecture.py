@@ -51,7 +51,7 @@ def test_yolomodule_class_is_small():
     tree = ast.parse((PACKAGE / "module.py").read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "YOLOModule")
     lines = cls.end_lineno - cls.lineno + 1
-    assert lines <= 370, f"YOLOModule has {lines} lines (target ~350): move what is not training or evaluation out"
+    assert lines <= 365, f"YOLOModule has {lines} lines (target ~350): move what is not training or evaluation out"
     longest = max((f.end_lineno - f.lineno + 1, f.name) for f in cls.body if isinstance(f, ast.FunctionDef))
     assert longest[0] <= 80, f"YOLOModule.{longest[1]} has {longest[0]} lines"
 

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ __all__ = [
     "upgrade_checkpoint",
     "upgrade_module_hparams",
     "upgrade_notice",
+    "upgraded_groups",
 ]
 
 #: Prefix of the network's weights inside a YOLOModule checkpoint (the module's attribute ``model``).
@@ -370,6 +372,18 @@ def upgrade_module_hparams(hparams: dict[str, Any]) -> tuple[dict[str, Any], lis
     if "inference" in groups:
         out["inference"] = InferenceCfg.from_dict(groups["inference"]).to_dict()
     return out, list(moved) + dropped
+
+
+def upgraded_groups(path: Any, notify: Callable[[str], Any]) -> dict[str, Any]:
+    """The settings groups (``loss``, ``inference``) of a checkpoint file of an older version in today's form, after
+    ``notify(upgrade_notice(...))``; ``{}`` for a current checkpoint or anything but a file path."""
+    if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
+        return {}
+    upgraded, moved = upgrade_module_hparams(dict(load_checkpoint_dict(path, mmap=True).get("hyper_parameters") or {}))
+    if not moved:
+        return {}
+    notify(upgrade_notice(path, moved))
+    return {k: upgraded[k] for k in ("loss", "inference") if k in upgraded}
 
 
 def upgrade_notice(path: str | os.PathLike, moved: list[str]) -> str:

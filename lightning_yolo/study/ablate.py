@@ -242,8 +242,9 @@ def plot_ablation(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
         title += f"\nbase mAP {base['map_mean']:.3f}, {base['seeds_done']} seeds"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    from ..reporting.plots import save_figure  # FIGURE_DPI, as every picture of the package
+
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------- study folder

@@ -433,5 +433,6 @@ def plot_evolution(path: Path, trials: Sequence[Trial]) -> Path | None:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(f"evolution: {len(done)} trials", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    from ..reporting.plots import save_figure  # FIGURE_DPI, as every picture of the package
+
+    return save_figure(fig, path)
