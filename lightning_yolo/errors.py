@@ -150,6 +150,8 @@ def suggest_options(message: str, valid: Sequence[str]) -> str:
                 continue
         same_depth = [v for v in valid if v.count(".") == name.count(".")]  # --model.lrr: not --model
         close = difflib.get_close_matches(name, same_depth, n=3, cutoff=0.75)
+        if not close:  # a partial name (never completed, see SuggestingArgumentParser): --img -> --img_size
+            close = [v for v in same_depth if v.startswith(name)][:3]
         if not close and "." in name:  # a misspelt section: compare the last part within all sections
             tail = name.rsplit(".", 1)[1]
             tails = difflib.get_close_matches(tail, [o.rsplit(".", 1)[-1] for o in same_depth], n=3, cutoff=0.8)
@@ -160,7 +162,16 @@ def suggest_options(message: str, valid: Sequence[str]) -> str:
 
 
 class SuggestingArgumentParser(LightningArgumentParser):
-    """``LightningArgumentParser`` whose errors are one line with the closest valid option names."""
+    """``LightningArgumentParser`` whose errors are one line with the closest valid option names.
+
+    Option names are never completed from a prefix (``allow_abbrev=False``; the subcommand parsers inherit it): with
+    argparse's default, ``predict --conf 0.5`` became ``--config 0.5`` and the typo ``--trainer.max_epoch 3`` silently
+    set ``max_epochs``. A partial or misspelt name is an error with the closest valid names.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def _option_names(self) -> list[str]:
         names: list[str] = []
