@@ -352,8 +352,9 @@ class YOLOModule(pl.LightningModule):
         if scheduler is not None:
             total, warmup = self._planned_steps()
             if scheduler.total_steps != total:
-                # the warmup keeps its length, but never more than a third of a short run
-                scheduler.set_total_steps(total, min(scheduler.warmup_steps, max(warmup, total // 3)))
+                # the configured warmup, but never more than a third of a short run (warmup_epochs 3 against 4 planned
+                # epochs would leave one epoch for the whole cosine)
+                scheduler.set_total_steps(total, min(warmup, total // 3))
 
     # ------------------------------------------------------------------ anchors
     def set_anchors(self, anchors: Sequence[Sequence[Sequence[float]]]) -> None:

@@ -27,8 +27,15 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> str:
 
 
 def parse_metrics(out: str, stage: str) -> dict[str, float]:
-    line = [ln for ln in out.splitlines() if ln.startswith(f"[lightning-yolo {stage}]") and "map" in ln][-1]
-    return {k: float(v) for k, v in re.findall(r"(\S+/\w+)=(-?[0-9.]+)", line)}
+    """The metrics a run prints once: mAP50 and mAP50-95 in the per-class table's "all" row (3 decimals), the other
+    COCO metrics on the line after it."""
+    lines = out.splitlines()
+    line = [ln for ln in lines if ln.startswith(f"[lightning-yolo {stage}]") and "map" in ln][-1]
+    metrics = {k: float(v) for k, v in re.findall(r"(\S+/\w+)=(-?[0-9.]+)", line)}
+    prefix = line.split("]", 1)[1].split()[0].split("/")[0]  # val or test
+    row = [ln.split() for ln in lines[: lines.index(line)] if ln.split()[:1] == ["all"]][-1]
+    metrics[f"{prefix}/map_50"], metrics[f"{prefix}/map"] = float(row[5]), float(row[6])
+    return metrics
 
 
 def test_demo_config_is_default_base():

@@ -55,7 +55,7 @@ def test_convert_checkpoint_validates_predicts_and_exports_back(darknet_files, t
 
     # validate --ckpt_path through the CLI (hyper-parameters and image size from the checkpoint)
     main(["validate", "--config", DEBUG, "--ckpt_path", str(ckpt_path), "--trainer.default_root_dir", str(tmp_path)])
-    assert "[lightning-yolo validate] val/map=" in capsys.readouterr().out
+    assert "[lightning-yolo validate] val/map_75=" in capsys.readouterr().out
 
     # and back to darknet: the same bytes
     main(["export", str(ckpt_path), "--format", "darknet", "-o", str(tmp_path / "back")])
@@ -96,7 +96,7 @@ def test_fit_cli_yolov4_tiny_from_darknet_weights(darknet_files, tmp_path, cli_e
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.default_root_dir", str(tmp_path),
     ])  # fmt: skip
     out = capsys.readouterr().out
-    assert "[lightning-yolo fit] val/map=" in out
+    assert "[lightning-yolo fit] val/map_75=" in out
     ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["model_overrides"] == {"bn_eps": 1e-5}
     assert ckpt["state_dict"]["model.anchors.strides"].tolist() == [16.0, 32.0]

@@ -58,13 +58,17 @@ class PredictionWriter(BasePredictionWriter):
     list (a warning says how many files were not found in the json). Boxes that lie entirely in the letterbox
     padding (zero size once clipped to the image)
     are left out. ``category_id`` is the dataset's category id when the DataModule reads a COCO dataset
-    with the model's classes, else the class index (or ``category_ids[label]`` when given). With ``save_images``,
-    ``<output_dir>/images/<name>.jpg`` shows each image with boxes, class names and scores. Under DDP every process
-    predicts its share and process 0 writes the merged file.
+    with the model's classes, else the class index (or ``category_ids[label]`` when given). With ``save_images``
+    (the default), ``<output_dir>/images/<name>.jpg`` shows each image with boxes, class names and scores. Under DDP
+    every process predicts its share and process 0 writes the merged file.
+
+    At the end it prints, as detection tools do, one line per image with its detections per class (``photos/a.jpg:
+    2 circle, 1 square``; the first :attr:`MAX_LINES` images, then a count), and the totals per class.
 
     Args:
-        output_dir: output folder (default: ``<trainer.default_root_dir>/predictions``).
-        save_images: also write the drawn images.
+        output_dir: output folder (default: the run folder ``runs/detect/predict``, then ``predict2``, ...; in a
+            Trainer of your own: ``<trainer.default_root_dir>/predictions``).
+        save_images: also write the drawn images (``false``: only the json).
         category_ids: category id of each class index (overrides the DataModule's).
         filename: name of the json file.
     """
@@ -72,7 +76,7 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(
         self,
         output_dir: str | os.PathLike | None = None,
-        save_images: bool = False,
+        save_images: bool = True,
         category_ids: list[int] | None = None,
         filename: str = "predictions.json",
     ) -> None:
@@ -90,13 +94,18 @@ class PredictionWriter(BasePredictionWriter):
         self._unmatched = 0
         #: ``(file, reason)`` of the input images that could not be read (no predictions for them)
         self.skipped: list[tuple[str, str]] = []
+        #: ``(file, {class name: detections})`` of every predicted image, in prediction order
+        self.counts: list[tuple[str, dict[str, int]]] = []
+
+    #: per-image lines printed at the end; more images get a count and the per-class totals only
+    MAX_LINES = 20
 
     def _resolved_dir(self, trainer: pl.Trainer) -> Path:
         return self.output_dir if self.output_dir is not None else Path(trainer.default_root_dir) / "predictions"
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.results, self._num_images, self._image_names = [], 0, set()
-        self.skipped = []
+        self.skipped, self.counts = [], []
         names = list(getattr(pl_module, "class_names", []) or [])
         num_classes = int(getattr(pl_module.hparams, "num_classes", len(names)))
         if self.category_ids is not None:
@@ -163,6 +172,11 @@ class PredictionWriter(BasePredictionWriter):
             visible = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
             boxes, scores, labels, xywh = boxes[visible], scores[visible], labels[visible], xywh[visible]
             ids = labels.tolist() if self._ids is None else [self._ids[i] for i in labels.tolist()]
+            per_class: dict[str, int] = {}
+            for label in sorted(labels.tolist()):
+                name = names[label] if names and label < len(names) else str(label)
+                per_class[name] = per_class.get(name, 0) + 1
+            self.counts.append((path, per_class))
             for box, score, cid in zip(xywh.tolist(), scores.tolist(), ids, strict=True):
                 self.results.append(
                     {
@@ -179,13 +193,15 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results, num_images, unmatched, skipped = self.results, self._num_images, self._unmatched, self.skipped
+        counts = self.counts
         if torch.distributed.is_available() and torch.distributed.is_initialized() and trainer.world_size > 1:
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (results, num_images, unmatched, skipped))
-            results = [r for part, _, _, _ in gathered for r in part]
-            num_images = sum(n for _, n, _, _ in gathered)
-            unmatched = sum(u for _, _, u, _ in gathered)
-            skipped = sorted(s for _, _, _, part in gathered for s in part)
+            torch.distributed.all_gather_object(gathered, (results, num_images, unmatched, skipped, counts))
+            results = [r for part, _, _, _, _ in gathered for r in part]
+            num_images = sum(n for _, n, _, _, _ in gathered)
+            unmatched = sum(u for _, _, u, _, _ in gathered)
+            skipped = sorted(s for _, _, _, part, _ in gathered for s in part)
+            counts = sorted(c for *_, part in gathered for c in part)
         if not trainer.is_global_zero:
             return
         if unmatched:
@@ -199,13 +215,54 @@ class PredictionWriter(BasePredictionWriter):
         self.json_path = self._resolved_dir(trainer) / self.filename
         with open(self.json_path, "w", encoding="utf-8") as f:
             json.dump(results, f)
-        where = f" and {self._resolved_dir(trainer) / 'images'}" if self.save_images else ""
-        print(f"[lightning-yolo predict] {len(results)} detections in {num_images} images -> {self.json_path}{where}")
+        self.counts = counts
+        where = f" and {_shown(self._resolved_dir(trainer) / 'images')}" if self.save_images else ""
+        lines = [f"{_shown(path)}: {_counts(per_class)}" for path, per_class in counts[: self.MAX_LINES]]
+        if len(counts) > self.MAX_LINES:
+            lines.append(f"... and {len(counts) - self.MAX_LINES} more images")
+        totals: dict[str, int] = {}
+        for _, per_class in counts:
+            for name, n in per_class.items():
+                totals[name] = totals.get(name, 0) + n
+        total = f": {_counts(totals)}" if totals else ""
+        lines.append(f"{len(results)} detections in {num_images} images{total}")
+        lines.append(f"-> {_shown(self.json_path)}{where}")
         if skipped:
             self.skipped = skipped
             listed = "".join(f"\n  {r if p in r else f'{p}: {r}'}" for p, r in skipped[:20])  # r names the file
             more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-            print(f"[lightning-yolo predict] skipped {len(skipped)} unreadable image(s):{listed}{more}")
+            lines.append(f"skipped {len(skipped)} unreadable image(s):{listed}{more}")
+        _print_above_bar(trainer, "\n".join(f"[lightning-yolo predict] {line}" for line in lines))
+
+
+def _counts(per_class: dict[str, int]) -> str:
+    """``{"circle": 2, "square": 1}`` -> ``"2 circle, 1 square"`` (most first); ``{}`` -> ``"no detections"``."""
+    ranked = sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n} {name}" for name, n in ranked) or "no detections"
+
+
+def _shown(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies inside it, else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _print_above_bar(trainer: pl.Trainer, text: str) -> None:
+    """Print ``text`` above a progress bar that is still shown (never glued onto its end), else plainly."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    bar = trainer.progress_bar_callback
+    if isinstance(bar, TQDMProgressBar) and bar.is_enabled:
+        try:
+            active = bar.predict_progress_bar
+        except TypeError:  # Lightning: "reference has not been set yet"
+            active = None
+        if active is not None and not active.disable:
+            active.write(text)
+            return
+    print(text)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

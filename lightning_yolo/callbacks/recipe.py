@@ -150,7 +150,11 @@ class EMA(WeightAveraging):
             super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        if self._average_model is not None and "current_model_state" not in checkpoint:
+        if self._average_model is None:
+            # validate / test / predict: the checkpoint's state_dict already holds the averaged weights, which is
+            # what evaluation wants; Lightning's warning about not restoring the averaging state says nothing here
+            return
+        if "current_model_state" not in checkpoint:
             # a checkpoint saved before the first update (or without EMA): start averaging afresh from it
             return
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
@@ -294,6 +298,11 @@ class TimeBudget(pl.Callback):
     the DataModule's close-mosaic and the last validation follow ``max_epochs``. Lightning's
     ``Trainer(max_time=...)`` stays as the hard stop; this callback aims to finish just before it.
 
+    A plan shorter than the configured ``max_epochs`` scales the recipe's epoch counts with it, and the plan line says
+    so: the warmup is at most a third of the planned run (``warmup_epochs: 3`` against 4 planned epochs would peak the
+    learning rate at epoch 3 and leave one epoch for the whole cosine), and ``close_mosaic_epochs`` at most a quarter
+    (10 against 4 planned epochs would switch Mosaic off for the whole run: 1).
+
     Args:
         seconds: the budget; ``None`` reads it from ``Trainer(max_time=...)``. Counted from the start of ``fit``;
             a resumed run (``fit --ckpt_path``) continues the budget where the checkpoint left it.
@@ -308,8 +317,10 @@ class TimeBudget(pl.Callback):
         self._probe_t0 = 0.0  # start of the step-time probe in epoch 0
         self._epoch_costs: list[float] = []
         self._max_epochs_cfg: int | None = None
+        self._close_mosaic_cfg: int | None = None  # the DataModule's configured close_mosaic_epochs
         self._used_before = 0.0  # seconds of the budget spent before a resume (from the checkpoint)
         self.plans: list[tuple[int, int]] = []  # (epoch planned at, max_epochs)
+        self.plan_line = ""  # the last plan, as printed
 
     def state_dict(self) -> dict[str, Any]:
         # a resumed run continues the same budget (as Lightning's Timer does)
@@ -324,6 +335,8 @@ class TimeBudget(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
         self._max_epochs_cfg = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        augment = getattr(trainer.datamodule, "augment", None)
+        self._close_mosaic_cfg = getattr(augment, "close_mosaic_epochs", None)
         if self._budget(trainer) is None:
             warnings.warn("TimeBudget: no budget (set seconds= or Trainer(max_time=...)); not planning", stacklevel=2)
 
@@ -377,12 +390,46 @@ class TimeBudget(pl.Callback):
             return
         set_max_epochs(trainer, planned)
         self.plans.append((trainer.current_epoch, planned))
+        scaled = self._scale_close_mosaic(trainer, planned)
         replan = getattr(pl_module, "replan_schedule", None)
         if callable(replan):
             replan()
-        rank_zero_info(
+        scaled = [*self._warmup_note(trainer, pl_module, planned), *scaled]
+        self.plan_line = (
             f"time budget {budget:.0f} s: {elapsed:.0f} s used, {epoch_cost:.1f} s per epoch -> {planned} epochs"
+            + (f" ({'; '.join(scaled)})" if scaled else "")
         )
+        rank_zero_info(self.plan_line)
+
+    def _scale_close_mosaic(self, trainer: pl.Trainer, planned: int) -> list[str]:
+        """Cap the DataModule's ``close_mosaic_epochs`` at a quarter of the planned epochs; the words for the plan
+        line."""
+        datamodule = trainer.datamodule
+        augment = getattr(datamodule, "augment", None)
+        configured = self._close_mosaic_cfg
+        if augment is None or not configured or not hasattr(augment, "replace"):
+            return []
+        n = min(configured, planned // 4)
+        if n != augment.close_mosaic_epochs:
+            datamodule.augment = augment.replace(close_mosaic_epochs=n)
+        if n == configured:
+            return []
+        return [f"close-mosaic the last {n} of {planned} epochs, a quarter (configured {configured})"]
+
+    @staticmethod
+    def _warmup_note(trainer: pl.Trainer, pl_module: pl.LightningModule, planned: int) -> list[str]:
+        """``warmup 1.3 epochs (configured 3)`` when the re-planned schedule shortened the warmup."""
+        hparams = getattr(pl_module, "hparams", None) or {}
+        configured = float(hparams.get("warmup_epochs", 0.0) or 0.0)
+        configs = trainer.lr_scheduler_configs
+        scheduler = configs[0].scheduler if configs else None
+        total, warmup = getattr(scheduler, "total_steps", 0), getattr(scheduler, "warmup_steps", None)
+        if not configured or warmup is None or total <= 0:
+            return []
+        epochs = warmup * planned / total
+        if epochs >= configured - 1e-6:
+            return []
+        return [f"warmup {epochs:.2g} epochs, a third of the run (configured {configured:g})"]
 
 
 def max_time_seconds(trainer: pl.Trainer) -> float | None:

@@ -7,6 +7,7 @@ argument overrides it. With ``--config`` only the given files apply.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -18,7 +19,12 @@ from typing import Any, Optional
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from ..callbacks.checkpoints import LastCheckpoint, ensure_last_checkpoint, install_atomic_checkpoint_io
+from ..callbacks.checkpoints import (
+    LastCheckpoint,
+    WeightsOnlyBest,
+    ensure_last_checkpoint,
+    install_atomic_checkpoint_io,
+)
 from ..callbacks.outputs import PredictionWriter, ResultsFiles
 from ..inference.checkpoint import load_checkpoint_dict, moved_hparams, upgrade_module_hparams, upgrade_notice
 from ..data.datamodule import YOLODataModule
@@ -26,6 +32,7 @@ from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_fil
 from ..module import YOLOModule
 from ..reporting.report import format_metric
 from . import preflight
+from .quiet import quiet_lightning
 
 __all__ = ["YOLOCLI", "build_cli", "demo_config_path", "main"]
 
@@ -64,10 +71,6 @@ RUN_NAMES = {"fit": "train", "validate": "val", "test": "test", "predict": "pred
 #: The run folder chosen by the launching process; DDP processes started by Lightning (``LOCAL_RANK`` > 0) reuse it
 #: instead of choosing their own (``train`` may already exist for them, made by process 0).
 RUN_DIR_ENV = "LIGHTNING_YOLO_RUN_DIR"
-
-#: Warnings that no user setting causes, silenced in every subcommand: Lightning's own use of a torch API that
-#: torch deprecated.
-QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
 
 #: Warnings about restoring the training callbacks' states (checkpoint folders, best scores), which validate, test and
 #: predict never use: silenced there.
@@ -136,7 +139,13 @@ class YOLOCLI(LightningCLI):
         upgraded_on_load = False
         if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
             # load_checkpoint_dict: errors naming the file, not torch's EOFError / zip error
-            hparams = load_checkpoint_dict(ckpt_path, mmap=True).get("hyper_parameters") or {}
+            ckpt = load_checkpoint_dict(ckpt_path, mmap=True)
+            if sub == "fit" and "state_dict" in ckpt and "optimizer_states" not in ckpt:
+                raise ValueError(
+                    f"{ckpt_path}: holds the weights only (as best.ckpt does), not the training state to resume; "
+                    f"resume from the run's last.ckpt, or train from these weights with --model.init_from {ckpt_path}"
+                )
+            hparams = ckpt.get("hyper_parameters") or {}
             upgraded, moved = upgrade_module_hparams(dict(hparams))
             if moved:  # the policy of YOLOModule.load_from_checkpoint too: upgrade on load, say so in one line
                 from pytorch_lightning.utilities import rank_zero_info
@@ -207,6 +216,10 @@ class YOLOCLI(LightningCLI):
         if config is not None and config.get("trainer") is not None:  # Lightning's errors name neither key nor fix
             preflight.check_max_time(config["trainer"].get("max_time"))
             preflight.check_accelerator(config["trainer"].get("accelerator"))
+        if config is not None and "verbose" in config and not any(a.split("=")[0] == "--verbose" for a in self._argv):
+            # validate / test: the metrics are printed once, by _print_metrics (the per-class table and the other
+            # COCO metrics), not also as Lightning's table of 16-digit floats; --verbose true brings that back
+            config["verbose"] = False
         # With --ckpt_path the weights come from the checkpoint (resume, extend, validate, test, predict): do not
         # re-run fine-tuning initialisation or read backbone weights, whose files may no longer exist.
         sub = self.config.get(self.subcommand) if self.subcommand else None
@@ -284,7 +297,8 @@ class YOLOCLI(LightningCLI):
             kwargs.setdefault("default_root_dir", str(run_dir))
             config = self.config[self.subcommand] if self.subcommand else self.config
             if config.trainer.get("logger") in (None, True):
-                kwargs.setdefault("logger", default_logger(run_dir))
+                # predict logs nothing: no TensorBoard events or hparams.yaml next to predictions.json
+                kwargs.setdefault("logger", False if self.subcommand == "predict" else default_logger(run_dir))
             os.environ[RUN_DIR_ENV] = str(run_dir)
         self._run_dir = run_dir
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -295,9 +309,11 @@ class YOLOCLI(LightningCLI):
                 if isinstance(cb, PredictionWriter) and cb.output_dir is None:
                     cb.output_dir = run_dir  # predictions.json (+ images/) in runs/detect/predict
         install_atomic_checkpoint_io(trainer)  # a crash mid-write never destroys the previous last.ckpt
+        _use_detection_progress_bar(trainer)  # box, obj, cls, loss, instances, size in 80 columns
         trainer.callbacks.append(InterruptNotice(getattr(self, "_argv", None)))  # Ctrl-C / SIGTERM: how to resume
         if self.subcommand in (None, "fit"):
             ensure_last_checkpoint(trainer.callbacks)  # last.ckpt = the last epoch, for fit --ckpt_path
+            trainer.callbacks.append(WeightsOnlyBest())  # best.ckpt: the (averaged) weights alone, 1/4 of the size
             _plan_by_time(trainer)  # --trainer.max_time: epochs, schedule and close-mosaic planned over it
         if self.subcommand in ("fit", "validate", "test") and not any(
             isinstance(cb, ResultsFiles) for cb in trainer.callbacks
@@ -309,9 +325,7 @@ class YOLOCLI(LightningCLI):
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
-        quiet = list(QUIET_WARNINGS)
-        if subcommand in CKPT_DATA_COMMANDS:
-            quiet += QUIET_EVAL_WARNINGS
+        quiet = list(QUIET_EVAL_WARNINGS) if subcommand in CKPT_DATA_COMMANDS else []
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand in self.config else None
         run_dir = getattr(self, "_run_dir", None)
         if subcommand == "fit" and ckpt_path and run_dir is not None and os.path.isfile(str(ckpt_path)):
@@ -343,6 +357,8 @@ class YOLOCLI(LightningCLI):
         report = getattr(self.model, "eval_report", None)
         if report is not None:
             print(f"[lightning-yolo {stage}] {report.stage} results\n{report.format()}")
+        if report is not None:  # mAP50 and mAP50-95 are the table's "all" row: not printed twice
+            metrics = {k: v for k, v in metrics.items() if not k.endswith(("/map", "/map_50"))}
         if metrics:
             # COCO's -1 ("does not apply", e.g. no small objects) prints as "-"
             shown = ", ".join(f"{k}={format_metric(v)}" for k, v in sorted(metrics.items()))
@@ -428,6 +444,18 @@ def _launched_externally() -> bool:
     if env.get("LOCAL_RANK") is not None and env.get(RUN_DIR_ENV) is None:
         return int(env.get("WORLD_SIZE", "1") or 1) > 1
     return int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def _use_detection_progress_bar(trainer: Any) -> None:
+    """Replace Lightning's default ``TQDMProgressBar`` (every logged metric, twice: ~390 characters) by
+    :class:`~lightning_yolo.callbacks.progress.DetectionProgressBar`; a progress bar of the user's own stays."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from ..callbacks.progress import DetectionProgressBar
+
+    for i, cb in enumerate(trainer.callbacks):
+        if type(cb) is TQDMProgressBar:
+            trainer.callbacks[i] = DetectionProgressBar(refresh_rate=cb.refresh_rate, process_position=cb.process_position)
 
 
 def _plan_by_time(trainer: Any) -> None:
@@ -637,6 +665,15 @@ def with_shipped_configs(argv: list[str]) -> list[str]:
         path = shipped_config(value)
         if path is not None:
             out[index] = prefix + path
+            continue
+        packaged = shipped_config(Path(value).name) if value.endswith(".yaml") else None
+        if packaged is not None:  # configs/custom_yolo_format.yaml outside a checkout of the repository
+            stem = Path(value).stem
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"--config {value}: no such file here ({os.getcwd()}); the package ships a config of that name: "
+                f"--config {stem} works from any folder",
+            )
     return out
 
 
@@ -666,7 +703,8 @@ def _run(argv: list[str]) -> None:
             # a parser default the demo would merge under every --config file)
             build_cli(argv, parser_kwargs={argv[0]: {"default_config_files": [demo_config_path()]}})
             return
-        build_cli(with_checkpoint_data(with_demo_config(argv)))
+        with quiet_lightning():  # no litlogger tip, no "Total Flops 0", ... (commands/quiet.py)
+            build_cli(with_checkpoint_data(with_demo_config(argv)))
 
 
 if __name__ == "__main__":  # pragma: no cover
