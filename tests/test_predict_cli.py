@@ -101,7 +101,9 @@ def test_predict_single_file_and_glob(confident_ckpt, images, tmp_path):
     assert {r["image_id"] for r in single} == {0} and {r["file_name"] for r in single} == {str(images / "b.png")}
     globbed = predict(confident_ckpt, str(images / "*.png"), tmp_path / "glob")
     assert sorted(by_image(globbed)) == [0, 1]
-    assert not (tmp_path / "glob" / "images").exists()  # images only on request
+    assert len(list((tmp_path / "glob" / "images").iterdir())) == 2  # drawn images by default
+    predict(confident_ckpt, str(images / "*.png"), tmp_path / "json_only", "--writer.save_images", "false")
+    assert not (tmp_path / "json_only" / "images").exists()  # --writer.save_images false: the json alone
 
 
 def test_predict_uses_coco_category_ids(confident_ckpt, images, tmp_path):
