@@ -197,7 +197,7 @@ def predict_ours(ckpt: str, prep: dict, img_size: int) -> list[dict]:
 
     from lightning_yolo import load_predictor, predict
 
-    predictor = load_predictor(ckpt, score_thresh=0.001, max_det=100).fuse()
+    predictor = load_predictor(ckpt, score_thresh=0.001, max_det=100)
     dets = []
     with torch.inference_mode():
         results = predict(predictor, prep["val_images"], img_size=img_size, batch_size=8, rect=False)

@@ -24,6 +24,8 @@ def cli_env(tmp_path_factory, monkeypatch):
     (LightningCLI reads its arguments from ``args=``, not from pytest's command line)."""
     monkeypatch.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
     monkeypatch.setattr("sys.argv", ["lightning-yolo"])
+    # --torch_threads auto takes a set OMP_NUM_THREADS as the user's choice: one thread for tiny test models
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,7 @@ def cli_session(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("LIGHTNING_YOLO_CACHE", str(tmp_path_factory.getbasetemp() / "yolo_cache"))
             mp.setattr("sys.argv", ["lightning-yolo"])
+            mp.setenv("OMP_NUM_THREADS", "1")
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:

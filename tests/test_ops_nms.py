@@ -140,3 +140,19 @@ def test_batched_nms_groups_stay_apart_with_negative_coordinates():
     idxs = torch.tensor([1, 0])
     assert tv_batched_nms(boxes, scores, idxs, 0.5).tolist() == [0]
     assert sorted(batched_nms(boxes, scores, idxs, 0.5).tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("cap", [1, 7, 100, 300, 5000])
+def test_diou_nms_capped_per_segment_equals_best_of_uncapped(cap: int) -> None:
+    # 3 "images" of 900 boxes each, 5 classes: segments (images) hold several groups (image * C + class); the cap
+    # keeps the best `cap` kept boxes of each image, exactly as truncating the uncapped result would
+    boxes, scores = _boxes(2700, 11, scale=200.0)
+    image = torch.arange(2700) % 3
+    label = torch.randint(0, 5, (2700,), generator=torch.Generator().manual_seed(12))
+    groups = image * 5 + label
+    full = diou_nms(boxes, scores, groups, 0.5)
+    capped = diou_nms(boxes, scores, groups, 0.5, segments=image, max_per_segment=cap)
+    expected = torch.cat([full[image[full] == i][:cap] for i in range(3)])
+    expected = expected[torch.sort(scores[expected], descending=True, stable=True).indices]
+    assert capped.tolist() == expected.tolist()
+    assert full.tolist() == _darknet_diounms_sort(boxes, scores, groups, 0.5, 0.6)

@@ -14,7 +14,7 @@ import sys
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -31,6 +31,7 @@ from ..data.datamodule import YOLODataModule
 from ..errors import InterruptNotice, SuggestingArgumentParser, check_config_files, run_reporting_errors
 from ..module import YOLOModule
 from ..reporting.report import format_metric
+from ..runtime import ThreadPlan, auto_precision, local_processes, plan_threads
 from . import preflight
 from .quiet import quiet_lightning
 
@@ -168,11 +169,11 @@ class YOLOCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--torch_threads",
-            type=Optional[int],
-            default=None,
-            help="torch intra-op threads of the main process (None: torch's default). On small CPUs one thread "
-            "plus one DataLoader worker avoids oversubscribing the cores: the demo's tiny model trains ~5x faster "
-            "with 1 thread than with 2 when anything else runs.",
+            type=Union[int, Literal["auto"], None],
+            default="auto",
+            help="torch intra-op threads of each training process. auto: the CPUs this process may use "
+            "(affinity mask, cgroup quota) divided between the DDP processes on this host (OMP_NUM_THREADS, when "
+            "set, wins); an int: that many; null: torch's own default. The choice is printed at start",
         )
         # which subcommand's parser this is: build_cli names each one "lightning-yolo <subcommand>" through
         # LightningCLI's per-subcommand parser_kwargs (LightningCLI does not pass the subcommand here)
@@ -210,9 +211,8 @@ class YOLOCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        self._auto_precision()
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is not None and config.get("torch_threads"):
-            torch.set_num_threads(int(config["torch_threads"]))
         if config is not None and config.get("trainer") is not None:  # Lightning's errors name neither key nor fix
             preflight.check_max_time(config["trainer"].get("max_time"))
             preflight.check_accelerator(config["trainer"].get("accelerator"))
@@ -231,6 +231,23 @@ class YOLOCLI(LightningCLI):
         overrides = model.get("model_overrides")
         if isinstance(overrides, dict) and overrides.get("pretrained_backbone"):
             model["model_overrides"] = {k: v for k, v in overrides.items() if k != "pretrained_backbone"}
+
+    def _auto_precision(self) -> None:
+        """``trainer.precision: null`` (the own-data config): bf16-mixed on a CPU with bf16 units, said once."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        trainer = config.get("trainer") if config is not None else None
+        if trainer is None or trainer.get("precision") is not None:
+            return
+        choice = auto_precision(trainer.get("accelerator"))
+        if choice is None:
+            return
+        trainer["precision"] = choice
+        if os.environ.get("LOCAL_RANK", "0") == "0" and int(os.environ.get("NODE_RANK", "0") or 0) == 0:
+            print(
+                f"[lightning-yolo {self.subcommand or 'fit'}] precision: {choice} (auto: the CPU has bf16 units; "
+                "--trainer.precision 32-true for fp32)",
+                flush=True,
+            )
 
     def after_instantiate_classes(self) -> None:
         self._check_checkpoint_classes()
@@ -308,6 +325,8 @@ class YOLOCLI(LightningCLI):
             for cb in trainer.callbacks:
                 if isinstance(cb, PredictionWriter) and cb.output_dir is None:
                     cb.output_dir = run_dir  # predictions.json (+ images/) in runs/detect/predict
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        apply_threads(config.get("torch_threads", "auto"), trainer, self.subcommand or "fit")
         install_atomic_checkpoint_io(trainer)  # a crash mid-write never destroys the previous last.ckpt
         _use_detection_progress_bar(trainer)  # box, obj, cls, loss, instances, size in 80 columns
         trainer.callbacks.append(InterruptNotice(getattr(self, "_argv", None)))  # Ctrl-C / SIGTERM: how to resume
@@ -436,6 +455,28 @@ def timm_sync_batchnorm(trainer_config: Any) -> dict[str, Any]:
     if any(isinstance(p, LayerSync) for p in plugins):
         return {}
     return {"plugins": [*plugins, TimmSyncBatchNorm()]}
+
+
+def apply_threads(requested: int | str | None, trainer: Any, subcommand: str) -> ThreadPlan | None:
+    """Set torch's intra-op threads for this process (``--torch_threads``) and print the choice once.
+
+    ``auto`` divides the CPUs this process may use between the training processes the Trainer starts on this host
+    (:func:`lightning_yolo.runtime.plan_threads`); a user's ``OMP_NUM_THREADS`` counts as an explicit choice.
+    ``OMP_NUM_THREADS`` is exported with the result, so that the DDP processes Lightning starts begin with it and
+    Lightning's launcher keeps it (it only sets threads where the variable is unset).
+    """
+    if requested is None:
+        return None
+    processes = local_processes(trainer.num_devices if trainer.world_size > 1 else 1)
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if requested == "auto" and omp.isdigit() and int(omp) > 0:
+        requested = int(omp)
+    plan = plan_threads(requested, processes=processes)
+    torch.set_num_threads(plan.torch_threads)
+    os.environ["OMP_NUM_THREADS"] = str(plan.torch_threads)
+    if os.environ.get("LOCAL_RANK", "0") == "0" and int(os.environ.get("NODE_RANK", "0") or 0) == 0:
+        print(f"[lightning-yolo {subcommand}] {plan.describe()}", flush=True)
+    return plan
 
 
 def _launched_externally() -> bool:

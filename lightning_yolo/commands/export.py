@@ -91,7 +91,8 @@ def export_main(argv: Sequence[str] | None = None) -> Path:
         settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if args.with_nms:
             settings["nms_kind"] = "greedy"  # the only NMS with a static-graph form (see lightning_yolo.inference.export)
-        predictor = load_predictor(args.checkpoint, model_name=args.model_name, **settings)
+        # as trained: darknet files keep BatchNorm, and export_module folds it itself for the graphs
+        predictor = load_predictor(args.checkpoint, model_name=args.model_name, trainable=True, **settings)
         img_size = _img_size(args.img_size, predictor.img_size)
         if args.format == "darknet":
             return _export_darknet(args, predictor, img_size)

@@ -15,7 +15,7 @@ import os
 import random
 import signal
 import warnings
-from typing import Any
+from typing import Any, Literal, Union
 
 import cv2
 import numpy as np
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..ops.postprocess import DEFAULT_IMG_SIZE
+from ..runtime import cpus_available, plan_workers
 from .collate import collate_detection
 from .config import AugmentCfg
 from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset, set_split_json
@@ -76,7 +77,9 @@ class YOLODataModule(pl.LightningDataModule):
         format: ``"auto"``, ``"coco"``, ``"yolo"`` or ``"voc"``.
         img_size: network input side ``S`` (multiple of 32, the largest stride of the models here).
         batch_size: images per batch and process.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; ``"auto"``: chosen for the machine when the loaders are built
+            (:func:`lightning_yolo.runtime.plan_workers`: none on a CPU with 2 cores or fewer per training process,
+            where they only take time from the training threads; up to 8 when a GPU trains) and printed once.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         pin_memory: pin batches for faster host-to-GPU copies.
         augment: every augmentation setting (:class:`~lightning_yolo.data.config.AugmentCfg`: Mosaic, MixUp,
@@ -110,7 +113,7 @@ class YOLODataModule(pl.LightningDataModule):
         format: str = "auto",
         img_size: int = DEFAULT_IMG_SIZE,
         batch_size: int = 16,
-        num_workers: int = 4,
+        num_workers: Union[int, Literal["auto"]] = "auto",  # noqa: UP007 - jsonargparse reads the annotation
         persistent_workers: bool = True,
         pin_memory: bool = True,
         augment: AugmentCfg = AugmentCfg(),  # noqa: B008 - frozen, so one shared default is safe
@@ -141,7 +144,9 @@ class YOLODataModule(pl.LightningDataModule):
         self.format = format
         self.img_size = img_size
         self.batch_size = batch_size
+        plan_workers(num_workers, "cpu")  # a bad value fails here, naming num_workers
         self.num_workers = num_workers
+        self._workers: int | None = None  # resolved when the first loader is built
         self.persistent_workers = persistent_workers
         self.pin_memory = pin_memory
         self.augment = augment_cfg
@@ -326,8 +331,21 @@ class YOLODataModule(pl.LightningDataModule):
             )
         return enabled
 
+    def resolved_num_workers(self) -> int:
+        """The loader workers of this process: ``num_workers``, or the automatic choice for the Trainer's device and
+        its processes on this host (printed once)."""
+        if getattr(self, "_workers", None) is not None:
+            return self._workers
+        trainer = self.trainer
+        device_type = trainer.strategy.root_device.type if trainer is not None else "cpu"
+        processes = trainer.num_devices if trainer is not None and trainer.world_size > 1 else 1
+        self._workers = plan_workers(self.num_workers, device_type, processes=processes)
+        if self.num_workers == "auto":
+            rank_zero_info(f"loader workers: {self._workers} (auto; {device_type} training, {cpus_available()} CPUs)")
+        return self._workers
+
     def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
-        workers = self.num_workers
+        workers = self.resolved_num_workers()
         if workers > 0:
             # Before workers fork: OpenCV's thread pool does not survive fork(). A forked worker that touches it
             # (even cv2.setNumThreads) can block forever on a condition variable whose waiters stayed in the parent

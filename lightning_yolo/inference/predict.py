@@ -15,7 +15,7 @@ Example::
 
     import lightning_yolo
 
-    predictor = lightning_yolo.load_predictor("runs/detect/train/checkpoints/best.ckpt").fuse()
+    predictor = lightning_yolo.load_predictor("runs/detect/train/checkpoints/best.ckpt")  # fused for inference
     results = lightning_yolo.predict(predictor, "photos/*.jpg")  # one dict per photo, boxes in its pixels
 """
 
@@ -32,6 +32,7 @@ from torch import nn
 from ..data.image_io import FILL_VALUE, image_to_array, letterbox, list_image_files, load_letterboxed
 from ..models.predictor import YOLOPredictor, check_img_size
 from ..ops.postprocess import detections_to_original
+from ..runtime import inference_autocast
 
 __all__ = ["ImageInput", "predict"]
 
@@ -47,6 +48,7 @@ def predict(
     img_size: int | tuple[int, int] | None = None,
     batch_size: int = 8,
     rect: bool = False,
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     """Detect objects in images of any size and return boxes in original-image pixels.
 
@@ -65,6 +67,9 @@ def predict(
         img_size: letterbox size (``S`` or ``(H, W)``); default ``predictor.img_size`` (the checkpoint's, or 640).
         batch_size: images per forward pass.
         rect: minimal padding (see above).
+        precision: ``"auto"`` (default): the network runs in bfloat16 autocast on a CPU with bf16 units
+            (AVX-512 BF16 / AMX; :func:`lightning_yolo.runtime.cpu_has_bf16`), in float32 elsewhere; ``"bf16"`` or
+            ``"fp32"`` force one. Decoding and NMS stay float32.
 
     Returns:
         One dict per image, in input order (folders and globs expanded in sorted order): ``boxes`` ``[K, 4]``
@@ -76,6 +81,7 @@ def predict(
         FileNotFoundError: a path matches no image file. ValueError / TypeError: an unreadable file or an image
         of the wrong shape, dtype or range, naming it.
     """
+    inference_autocast(precision, "cpu")  # a bad value fails before any image is read
     size = predictor.img_size if img_size is None else check_img_size(img_size)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -92,7 +98,9 @@ def predict(
         images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        for (_, ratio, pad, orig_hw), det in zip(boxed, predictor(images), strict=True):
+        with inference_autocast(precision, device.type):
+            detections = predictor(images)
+        for (_, ratio, pad, orig_hw), det in zip(boxed, detections, strict=True):
             out: dict[str, Any] = detections_to_original(det, ratio, pad, orig_hw)
             if predictor.class_names is not None:
                 out["names"] = [predictor.class_names[i] for i in out["labels"].tolist()]

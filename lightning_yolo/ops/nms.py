@@ -140,6 +140,8 @@ def diou_nms(
     idxs: torch.Tensor,
     iou_thresh: float,
     beta: float = 0.6,
+    segments: torch.Tensor | None = None,
+    max_per_segment: int | None = None,
 ) -> torch.Tensor:
     """Class-aware DIoU-NMS (YOLOv4 bag of specials; darknet ``nms_kind=diounms``, ``beta_nms``).
 
@@ -148,12 +150,20 @@ def diou_nms(
     ``diounms_sort`` with ``nms_kind == DIOU_NMS``, criterion ``box_diounms``; see :func:`diou_nms_suppression`).
     Overlapping boxes whose centres are far apart (neighbouring objects) survive where greedy IoU-NMS drops them.
 
-    Boxes are sorted by group, then by decreasing score, and processed in blocks of 256: the rows of a block not
-    yet suppressed are compared with the rest of their groups (one ``[rows, group]`` criterion matrix), the
-    greedy pass inside the block is resolved by a vectorised fixed-point iteration (:func:`_greedy_keep`), and the
-    block's kept boxes suppress later boxes in one step. The loop runs once per block, never once per box; memory
-    is O(256 * largest group). The step count depends on the data, so this runs eagerly and does not trace to a
-    static graph (export greedy NMS, or decode only).
+    Boxes are sorted by segment (default: the group), then by decreasing score, and processed in blocks of 256 that
+    never cross a segment: the rows of a block not yet suppressed are compared with the alive boxes of the rest of
+    their segment (one ``[rows, segment]`` criterion matrix; pairs of different groups never suppress), the greedy
+    pass inside the block is resolved by a vectorised fixed-point iteration (:func:`_greedy_keep`), and the block's
+    kept boxes suppress later boxes in one step. The loop runs once per block, never once per box; memory is
+    O(256 * largest segment).
+
+    ``max_per_segment`` stops a segment once that many of its boxes are kept: a caller that keeps only the best
+    ``max_det`` detections per image (``segments`` = image index) gets the same result without resolving the
+    thousands of low-score candidates behind them (greedy NMS in score order never revisits a kept box, so the
+    first ``max_det`` kept are the ``max_det`` best kept).
+
+    The step count depends on the data, so this runs eagerly and does not trace to a static graph (export greedy
+    NMS, or decode only).
 
     Args:
         boxes: ``[N, 4]`` xyxy.
@@ -161,6 +171,9 @@ def diou_nms(
         idxs: ``[N]`` int group (class, or image * num_classes + class).
         iou_thresh: suppression threshold on the DIoU-NMS criterion.
         beta: exponent of the centre-distance penalty (darknet ``beta_nms=0.6``).
+        segments: ``[N]`` int, a coarser partition than ``idxs`` (each group inside one segment), e.g. the image
+            index; default ``idxs``.
+        max_per_segment: keep at most this many boxes per segment, the best by score (``None``: no cap).
 
     Returns:
         ``[K]`` int64 indices into ``boxes`` of the kept boxes, by decreasing score.
@@ -169,32 +182,52 @@ def diou_nms(
     device = boxes.device
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=device)
-    # sort by group, then by decreasing score inside a group: groups become contiguous and score-ordered
+    if segments is None or max_per_segment is None:
+        segments, cap = idxs, None  # no cap: blocks may span several small groups (fewer Python steps)
+    else:
+        cap = int(max_per_segment)
+    # sort by segment, then by decreasing score inside a segment: segments become contiguous and score-ordered
     order = torch.sort(scores, descending=True, stable=True).indices
-    order = order[torch.sort(idxs[order], stable=True).indices]
+    order = order[torch.sort(segments[order], stable=True).indices]
     boxes_sorted = boxes[order].float()
     idxs_sorted = idxs[order]
-
-    # one past the last box of each box's group: a block only needs columns up to the end of its last group
-    _, counts = torch.unique_consecutive(idxs_sorted, return_counts=True)
-    group_end = counts.cumsum(0).repeat_interleave(counts)
-    block_starts = list(range(0, n, _BLOCK))
-    block_col_ends = group_end[[min(s + _BLOCK, n) - 1 for s in block_starts]].tolist()
+    _, counts = torch.unique_consecutive(segments[order], return_counts=True)
+    seg_end = counts.cumsum(0).repeat_interleave(counts)  # one past the last box of each box's segment
 
     removed = torch.zeros(n, dtype=torch.bool, device=device)
     keep = torch.zeros(n, dtype=torch.bool, device=device)
-    for start, col_end in zip(block_starts, block_col_ends, strict=True):
-        stop = min(start + _BLOCK, n)
-        # only boxes not suppressed yet take part: alive rows of this block vs alive boxes up to its groups' end
-        cols = start + (~removed[start:col_end]).nonzero().squeeze(1)  # score order within each group
+
+    def resolve(start: int, stop: int, col_end: int) -> torch.Tensor:
+        """Greedy pass of the block ``[start, stop)`` against the alive boxes up to ``col_end``: its kept rows."""
+        # only boxes not suppressed yet take part: alive rows of this block vs alive boxes up to col_end
+        cols = start + (~removed[start:col_end]).nonzero().squeeze(1)  # score order within each segment
         rows = cols[cols < stop]
         if rows.numel() == 0:
-            continue
+            return rows
         suppress = _suppression_matrix(boxes_sorted, idxs_sorted, rows, cols, iou_thresh, beta)  # [r, c]
         # rows are the first r of cols, so suppress[:, :r] is the block's own (strictly upper-triangular) part
         block_keep = _greedy_keep(suppress[:, : rows.numel()])
-        keep[rows[block_keep]] = True
         removed[cols[suppress[block_keep].any(0)]] = True
+        return rows[block_keep]
+
+    if cap is None:
+        # blocks of _BLOCK boxes in sorted order; a block's columns run to the end of its last segment
+        starts = list(range(0, n, _BLOCK))
+        ends = seg_end[[min(s + _BLOCK, n) - 1 for s in starts]].tolist()
+        for start, col_end in zip(starts, ends, strict=True):
+            keep[resolve(start, min(start + _BLOCK, n), col_end)] = True
+    else:
+        # blocks inside one segment, in score order, until the segment has ``cap`` kept boxes
+        seg_start = 0
+        for end in counts.cumsum(0).tolist():
+            kept_here = 0
+            for start in range(seg_start, end, _BLOCK):
+                if kept_here >= cap:
+                    break
+                kept_rows = resolve(start, min(start + _BLOCK, end), end)[: cap - kept_here]  # the best of them
+                keep[kept_rows] = True
+                kept_here += kept_rows.numel()
+            seg_start = end
 
     kept = order[keep]
     # torchvision convention: all kept boxes by decreasing score

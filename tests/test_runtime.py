@@ -1,0 +1,93 @@
+"""The automatic thread choice: never more threads than CPUs this process may use, divided between DDP processes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from lightning_yolo import runtime
+from lightning_yolo.runtime import cpus_available, local_processes, plan_threads
+
+
+def test_cpus_available_is_the_affinity_mask_at_most() -> None:
+    n = cpus_available()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+
+
+def test_cpus_available_follows_a_narrowed_affinity_mask() -> None:
+    before = os.sched_getaffinity(0)
+    one = {min(before)}
+    try:
+        os.sched_setaffinity(0, one)
+        assert cpus_available() == 1
+        assert plan_threads("auto").torch_threads == 1
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_cgroup_quota_caps_the_cpus(tmp_path, monkeypatch) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert runtime._cgroup_cpu_limit(tmp_path) == pytest.approx(1.5)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert runtime._cgroup_cpu_limit(tmp_path) is None
+    monkeypatch.setattr(runtime, "_cgroup_cpu_limit", lambda: 1.5)
+    assert cpus_available() == min(2, len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 8, 64])
+@pytest.mark.parametrize("processes", [1, 2, 3, 8])
+def test_auto_never_exceeds_the_cpus_and_divides_them_between_processes(cpus: int, processes: int) -> None:
+    plan = plan_threads("auto", processes=processes, cpus=cpus)
+    assert plan.torch_threads >= 1
+    assert plan.torch_threads == max(1, cpus // processes)
+    # all processes of the host together use no more threads than CPUs (one each when there are fewer CPUs)
+    assert plan.torch_threads * processes <= max(cpus, processes)
+
+
+def test_explicit_threads_are_capped_at_the_share_and_validated() -> None:
+    assert plan_threads(1, cpus=8).torch_threads == 1
+    assert plan_threads(16, cpus=8).torch_threads == 8
+    assert plan_threads(4, processes=2, cpus=4).torch_threads == 2
+    for bad in (0, -1, "many"):
+        with pytest.raises(ValueError, match="torch_threads"):
+            plan_threads(bad, cpus=2)
+
+
+def test_local_processes_prefers_the_launchers_count(monkeypatch) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert local_processes(2) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert local_processes(2) == 4
+
+
+def test_cli_applies_auto_threads_and_says_so(cli_env, monkeypatch, capsys) -> None:
+    from lightning_yolo.commands.cli import build_cli, shipped_config
+
+    debug = shipped_config("debug")
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        build_cli(["--config", debug, "--torch_threads", "auto", "--trainer.logger", "false"], run=False)
+        assert torch.get_num_threads() == cpus_available()
+        assert os.environ["OMP_NUM_THREADS"] == str(cpus_available())
+        assert f"torch threads: {cpus_available()} (auto;" in capsys.readouterr().out
+        # two DDP processes on this host (as `--trainer.devices 2` on CPU) share the CPUs
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        build_cli(["--config", debug, "--torch_threads", "auto", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                   "--trainer.strategy", "ddp", "--trainer.logger", "false"], run=False)  # fmt: skip
+        assert torch.get_num_threads() == max(1, cpus_available() // 2)
+        assert "2 processes on this host" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
+def test_cpu_has_bf16_matches_the_cpu_flags() -> None:
+    flags = open("/proc/cpuinfo").read()
+    if " avx512_bf16" not in flags and " amx_bf16" not in flags:
+        assert runtime.cpu_has_bf16() is False
+    else:
+        assert runtime.cpu_has_bf16() is torch.backends.mkldnn.is_available()
