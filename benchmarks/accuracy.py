@@ -211,10 +211,13 @@ def predict_ours(ckpt: str, prep: dict, img_size: int) -> list[dict]:
 # --------------------------------------------------------------------------------------------- the peer
 
 PEER_SCRIPT = r"""
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
-from ultralytics import YOLO
 cfg = json.loads(sys.argv[1])
+os.environ["OMP_NUM_THREADS"] = str(cfg["threads"])
+import ultralytics.utils.torch_utils as torch_utils
+torch_utils.NUM_THREADS = cfg["threads"]  # its CPU default is min(8, cpu_count - 1): 1 thread on 2 cores
+from ultralytics import YOLO
 t0 = time.perf_counter()
 model = YOLO(cfg["model"])
 train_args = dict(data=cfg["data"], imgsz=cfg["imgsz"], device="cpu", workers=0, amp=False, pretrained=False,
@@ -245,11 +248,11 @@ def run_peer(args: argparse.Namespace, prep: dict, out: Path, budget: float | No
     result = out / "peer_result.json"
     cfg = {"model": args.peer_model, "data": prep["peer_yaml"], "imgsz": args.img_size, "project": str(out / "peer"),
            "train_args": train_args, "weights": args.weights, "val_images": prep["peer_val_images"],
-           "result": str(result)}  # fmt: skip
+           "result": str(result), "threads": args.peer_threads}  # fmt: skip
     cfg_dir = Path(os.environ.get("YOLO_CONFIG_DIR", "/tmp/peer-cfg"))
     env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="0", YOLO_CONFIG_DIR=str(cfg_dir))
     env.pop("PYTHONPATH", None)
-    print(f"[accuracy] peer: {args.peer_model} {train_args}", flush=True)
+    print(f"[accuracy] peer: {args.peer_model} {train_args}, {args.peer_threads} torch threads", flush=True)
     log = out / "peer.log"
     with open(log, "w") as f:
         proc = subprocess.run([args.peer_python, "-c", PEER_SCRIPT, json.dumps(cfg)], stdout=f,
@@ -294,11 +297,17 @@ def main(argv: list[str] | None = None) -> None:
                    "gets the peer's measured wall time")  # fmt: skip
     p.add_argument("--peer-model", default="yolov8n.yaml")
     p.add_argument("--peer-python", default="/tmp/venv-peer/bin/python")
+    p.add_argument("--peer-threads", type=int, default=None, help="the peer's torch threads (default: every CPU this "
+                   "process may use, its best setting; its own default is cpu_count - 1)")  # fmt: skip
     p.add_argument("--peer-arg", action="append", default=[], help="extra peer train argument key=value")
     p.add_argument("--weights", default="best", choices=("best", "last"), help="which checkpoint of each is scored")
     p.add_argument("--out", default=None, help="output folder (default /tmp/accuracy/<dataset>-<time>)")
     args = p.parse_args(argv)
     args.extra = extra
+    if args.peer_threads is None:
+        from lightning_yolo.runtime import cpus_available
+
+        args.peer_threads = cpus_available()
     args.data = str(Path(args.data).resolve())
     args.config = str(Path(args.config).resolve())
     out = Path(args.out or f"/tmp/accuracy/{Path(args.data).name}-{time.strftime('%H%M%S')}").resolve()

@@ -5,10 +5,12 @@ Two modes:
 ``splits``: the README's own-data command (``lightning-yolo fit --config custom_yolo_format``) on a real dataset
 for a few epochs, once per torch-thread / loader-worker split (``auto`` = the package's automatic choice), the
 configurations interleaved round by round; prints the median seconds per training epoch (the first epoch is
-dropped: allocator warm-up and the first worker start) and per validation::
+dropped: allocator warm-up and the first worker start) and per validation. A split is ``T+W`` (torch threads +
+loader workers) or ``auto``, optionally with ``/fp32`` (``--trainer.precision 32-true``) and ``/nocache``
+(``--data.cache_images false``)::
 
     python benchmarks/train_step.py splits --data /work/data/raccoon_voc --img-size 320 \
-        --splits 1+1 2+0 2+1 2+2 auto --epochs 4 --rounds 2
+        --splits 1+1/fp32/nocache 2+0 2+1 2+2 auto --epochs 4 --rounds 2
 
 ``breakdown``: one model, one stream of real training batches (the package's own loader, Mosaic on), timed two
 ways: a plain PyTorch loop with a timer around each part of the step (data wait, forward, assignment + loss,
@@ -76,14 +78,19 @@ def splits(args: argparse.Namespace) -> None:
     results: dict[str, list[dict]] = {s: [] for s in args.splits}
     for r in range(args.rounds):
         for s in args.splits:
-            niced = s.endswith("n")  # e.g. 2+1n: the loader workers at nice 10
-            if s == "auto":
+            # "T+W" threads + workers, or "auto"; "/fp32" forces 32-bit, "/nocache" turns the RAM cache off
+            head, *flags = s.split("/")
+            extra = list(args.extra)
+            if "fp32" in flags:
+                extra += ["--trainer.precision", "32-true"]
+            if "nocache" in flags:
+                extra += ["--data.cache_images", "false"]
+            if head == "auto":
                 threads, workers = "auto", None
             else:
-                t, w = s.rstrip("n").split("+")
+                t, w = head.split("+")
                 threads, workers = t, int(w)
-            os.environ["LY_WORKER_NICE"] = "10" if niced else ""
-            res = _fit_epochs(args.data, args.img_size, args.epochs, threads, workers, args.extra, out)
+            res = _fit_epochs(args.data, args.img_size, args.epochs, threads, workers, extra, out)
             results[s].append(res)
             print(f"round {r} {s:>5}: train epochs {res['train']} val {res['val']} wall {res['wall']:.1f} s "
                   f"{res['said']}", flush=True)  # fmt: skip

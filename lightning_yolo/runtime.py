@@ -25,6 +25,7 @@ __all__ = [
     "local_processes",
     "plan_threads",
     "plan_workers",
+    "ram_cache_budget",
 ]
 
 
@@ -184,3 +185,15 @@ def inference_autocast(precision: str, device_type: str):
     if not use:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type if device_type in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def ram_cache_budget() -> int:
+    """Bytes the decoded-image caches may take (``YOLODataModule(cache_images="auto")``): a quarter of the memory
+    available now (``MemAvailable``), at most 4 GiB; 1 GiB when it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return min(4 << 30, int(line.split()[1]) * 1024 // 4)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 30

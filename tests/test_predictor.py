@@ -214,19 +214,27 @@ def test_from_checkpoint_rebuilds_the_network(tmp_path, with_meta):
     ckpt = torch.load(path, weights_only=True)
     ckpt["datamodule_hyper_parameters"] = {"img_size": 96, "batch_size": 8}  # what a YOLODataModule stores
     torch.save(ckpt, path)
-    predictor = load_predictor(path, score_thresh=0.1)
+    predictor = load_predictor(path, score_thresh=0.1, trainable=True)  # as trained: bit-equal outputs
     assert predictor.class_names == NAMES and predictor.nms_kind == "greedy" and predictor.nms_iou_thresh == 0.5
     assert predictor.score_thresh == 0.1 and predictor.img_size == 96 and predictor.model.cfg.sam
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         for a, b in zip(predictor.model(images), model(images), strict=True):
             assert torch.equal(a, b)
+    # the default form: Conv+BN folded, channels_last weights, eval mode; same outputs to float rounding
+    fused = load_predictor(path, score_thresh=0.1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in predictor.model.modules())
+    assert not fused.training
+    with torch.no_grad():
+        for a, b in zip(fused.model(images), model(images), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_from_plain_state_dict(tmp_path):
     model = create_model("yolov4_pico", num_classes=5).eval()
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    predictor = load_predictor(tmp_path / "weights.pt", model_name="yolov4_pico")
+    predictor = load_predictor(tmp_path / "weights.pt", model_name="yolov4_pico", trainable=True)
     assert predictor.num_classes == 5  # read from the head's shape
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -281,9 +289,9 @@ def test_draw_detections_tensor_and_numpy(tmp_path):
 
 def test_fused_channels_last_predictor_predicts_the_same(detecting_predictor):
     img = photo(90, 150, seed=3)
-    expected = predict(detecting_predictor, img)[0]
+    expected = predict(detecting_predictor, img, precision="fp32")[0]
     fused = YOLOPredictor(detecting_tiny(), score_thresh=0.3, nms_kind="greedy", img_size=64).fuse()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())  # timm BatchNormAct2d too
-    got = predict(fused, img)[0]
+    got = predict(fused, img, precision="fp32")[0]
     assert got["labels"].tolist() == expected["labels"].tolist()
     torch.testing.assert_close(got["boxes"], expected["boxes"], atol=1e-2, rtol=1e-4)

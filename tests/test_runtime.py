@@ -91,3 +91,46 @@ def test_cpu_has_bf16_matches_the_cpu_flags() -> None:
         assert runtime.cpu_has_bf16() is False
     else:
         assert runtime.cpu_has_bf16() is torch.backends.mkldnn.is_available()
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4, 8, 32])
+def test_auto_workers_by_device_and_cpus(cpus: int) -> None:
+    from lightning_yolo.runtime import plan_workers
+
+    cpu = plan_workers("auto", "cpu", cpus=cpus)
+    assert cpu == (0 if cpus <= 2 else min(4, cpus // 4 or 1))  # measured: 2 threads + 0 workers on 2 cores
+    assert cpu < cpus
+    assert plan_workers("auto", "cuda", cpus=cpus) == min(8, cpus)
+    assert plan_workers("auto", "cuda", processes=4, cpus=cpus) == min(8, max(1, cpus // 4))
+    assert plan_workers(3, "cpu", cpus=cpus) == 3  # an explicit count is the user's
+    with pytest.raises(ValueError, match="num_workers"):
+        plan_workers(-1, "cpu")
+
+
+def test_datamodule_resolves_auto_workers_when_building_loaders(cli_env) -> None:
+    from lightning_yolo import YOLODataModule
+
+    with pytest.raises(ValueError, match="num_workers"):
+        YOLODataModule(num_workers="many")
+    dm = YOLODataModule(num_workers="auto", img_size=64, batch_size=2, synthetic_num_train=4, synthetic_num_val=2,
+                        synthetic_image_size=64)  # fmt: skip
+    dm.setup("fit")
+    from lightning_yolo.runtime import plan_workers
+
+    assert dm.train_dataloader().num_workers == plan_workers("auto", "cpu")
+
+
+def test_gpu_check_dry_run_runs_every_path_on_cpu(cli_env) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_check.sh"), "--dry-run"], capture_output=True,
+                          text=True, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "train yolov4_nano:" in out and "images/s" in out
+    assert "infer batch 1 (network)" in out and "infer batch 2 (network + decode + DIoU-NMS)" in out
+    assert "| paper | YOLOv4 (CSPDarknet53) | 608 px, batch 1, V100 | 62 FPS |" in out

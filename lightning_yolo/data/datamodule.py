@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import time
 import warnings
 from typing import Any, Literal, Union
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..ops.postprocess import DEFAULT_IMG_SIZE
-from ..runtime import cpus_available, plan_workers
+from ..runtime import cpus_available, plan_workers, ram_cache_budget
 from .collate import collate_detection
 from .config import AugmentCfg
 from .formats import DatasetLocation, load_split, read_class_names, resolve_dataset, set_split_json
@@ -87,7 +88,10 @@ class YOLODataModule(pl.LightningDataModule):
             ``--data.augment.mosaic_prob 0.5``. Its ``to_dict`` form (as saved in checkpoints) or ``None`` (the
             defaults) are accepted too.
         cache_images: decode and resize all images into RAM at setup (fast Mosaic; needs
-            ``images x S^2 x 3 x 0.75`` bytes or so).
+            ``images x S^2 x 3 x 0.75`` bytes or so). ``"auto"`` (default): each split whose resized images fit
+            :func:`lightning_yolo.runtime.ram_cache_budget` (a quarter of the available memory, at most 4 GiB) is
+            cached; a small dataset then decodes every image once per run instead of once (or four times, for
+            Mosaic) per epoch, and validation no longer re-decodes the same images every epoch.
         voc_class_names: VOC only: class names in label order (default: ``labels.txt`` or the names found).
             (Not ``class_names``: that hyperparameter belongs to the LightningModule, which gets it from here.)
         channels_last: keep the batch in channels_last memory on the device (the loader produces it so);
@@ -117,7 +121,7 @@ class YOLODataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         pin_memory: bool = True,
         augment: AugmentCfg = AugmentCfg(),  # noqa: B008 - frozen, so one shared default is safe
-        cache_images: bool = False,
+        cache_images: Union[bool, Literal["auto"]] = "auto",  # noqa: UP007 - jsonargparse reads the annotation
         voc_class_names: list[str] | None = None,
         channels_last: bool = True,
         seed: int | None = None,
@@ -147,6 +151,7 @@ class YOLODataModule(pl.LightningDataModule):
         plan_workers(num_workers, "cpu")  # a bad value fails here, naming num_workers
         self.num_workers = num_workers
         self._workers: int | None = None  # resolved when the first loader is built
+        self._cached_bytes = 0  # RAM held by the image caches of the splits set up so far
         self.persistent_workers = persistent_workers
         self.pin_memory = pin_memory
         self.augment = augment_cfg
@@ -243,9 +248,16 @@ class YOLODataModule(pl.LightningDataModule):
                 raise ValueError(what + "\ntraining on it would learn only background; check the labels")
             warnings.warn(what + f"; {split} mAP will be -1", UserWarning, stacklevel=2)
         base = DetectionDataset(source, load_size=self.img_size, drop_crowd=drop_crowd)
-        if self.hparams.cache_images:
+        cache = self.hparams.cache_images
+        if cache == "auto":
+            cache = base.cache_bytes_estimate() <= ram_cache_budget() - self._cached_bytes
+        if cache:
+            t0 = time.perf_counter()
             nbytes = base.fill_cache()
-            log.info("cached %d %s images in RAM (%.1f MB)", len(base), split, nbytes / 2**20)
+            self._cached_bytes += nbytes
+            rank_zero_info(
+                f"cached {len(base)} {split} images in RAM ({nbytes / 2**20:.0f} MB, {time.perf_counter() - t0:.1f} s)"
+            )
         return base
 
     def setup(self, stage: str | None = None) -> None:

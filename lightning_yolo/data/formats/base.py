@@ -424,6 +424,14 @@ class DetectionDataset(Dataset):
             boxes, labels, crowd = boxes[keep], labels[keep], crowd[keep]
         return RawSample(img, boxes * np.float32(ratio), labels, crowd, rec.image_id, (rec.height, rec.width), ratio)
 
+    def cache_bytes_estimate(self) -> int:
+        """Bytes :meth:`fill_cache` would hold: every image resized to ``load_size`` (long side), 3 channels."""
+        total = 0
+        for rec in self.records:
+            ratio = self.load_size / max(rec.height, rec.width, 1)
+            total += max(1, round(rec.height * ratio)) * max(1, round(rec.width * ratio)) * 3
+        return total
+
     def fill_cache(self, num_threads: int | None = None) -> int:
         """Decode and resize every image into RAM (for Mosaic, which reads four images per sample).
 
