@@ -38,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
+CONFIG = str(REPO / "configs" / "custom_yolo_format.yaml")  # this checkout's, not an installed copy
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -48,7 +49,7 @@ def _fit_epochs(data: str, img_size: int, epochs: int, threads: str, workers: in
     """One ``fit`` of the own-data config; returns the per-epoch train / val seconds that EpochClock wrote."""
     clock = out / "clock.jsonl"
     clock.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "lightning_yolo", "fit", "--config", "custom_yolo_format", "--data.path", data,
+    cmd = [sys.executable, "-m", "lightning_yolo", "fit", "--config", CONFIG, "--data.path", data,
            "--data.img_size", str(img_size), "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir",
            str(out), "--name", "run", "--exist_ok", "true", "--plots", "false",
            "--trainer.callbacks+=epoch_clock.EpochClock", "--torch_threads", threads]  # fmt: skip
@@ -123,10 +124,10 @@ class _Clock:
 
 def _build(data: str, img_size: int, threads: str, workers: int | None, extra: list[str], out: Path):
     """The own-data config's model, DataModule and Trainer, as ``lightning-yolo fit`` builds them."""
-    from lightning_yolo.commands.cli import build_cli, shipped_config
+    from lightning_yolo.commands.cli import build_cli
 
     sys.argv = sys.argv[:1]  # LightningCLI reads args= only
-    args = ["--config", shipped_config("custom_yolo_format"), "--data.path", data, "--data.img_size", str(img_size),
+    args = ["--config", CONFIG, "--data.path", data, "--data.img_size", str(img_size),
             "--trainer.default_root_dir", str(out), "--name", "breakdown", "--exist_ok", "true", "--plots", "false",
             "--torch_threads", threads, "--trainer.logger", "false",
             "--model.auto_anchor", "false"]  # fmt: skip
