@@ -259,6 +259,44 @@ def breakdown(args: argparse.Namespace) -> None:
     print(f"\nLightning overhead: {100 * (step_lightning / step_plain - 1):+.1f}% of a plain step")
 
 
+# --------------------------------------------------------------------------------------------- layouts
+
+
+def layouts(args: argparse.Namespace) -> None:
+    """Forward + backward of one network on a random batch: fp32 / bf16 autocast, NCHW / channels_last weights."""
+    import torch
+
+    from lightning_yolo import create_model
+
+    torch.set_num_threads(args.threads)
+
+    def step_ms(channels_last: bool, bf16: bool) -> float:
+        torch.manual_seed(0)
+        net = create_model(args.model, num_classes=3).train()
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        x = torch.rand(args.batch, 3, args.img_size, args.img_size).contiguous(memory_format=torch.channels_last)
+        times = []
+        for _ in range(args.steps + 2):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = net(x)
+            sum(o.float().square().mean() for o in out).backward()
+            times.append(time.perf_counter() - t0)
+        return 1e3 * statistics.median(times[2:])
+
+    rows: dict[tuple[bool, bool], list[float]] = {}
+    for _ in range(args.rounds):
+        for cl in (False, True):
+            for bf in (False, True):
+                rows.setdefault((cl, bf), []).append(step_ms(cl, bf))
+    print(f"\n{args.model}, batch {args.batch}, {args.img_size} px, {args.threads} threads: forward + backward ms "
+          f"(best of {args.rounds} rounds of the median of {args.steps} steps)\n")  # fmt: skip
+    print("| weights | precision | ms / step |\n| --- | --- | ---: |")
+    for (cl, bf), ms in rows.items():
+        print(f"| {'channels_last' if cl else 'NCHW'} | {'bf16 autocast' if bf else 'fp32'} | {min(ms):.0f} |")
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -285,10 +323,18 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--steps", type=int, default=12, help="recorded batches (one pass each round)")
     b.add_argument("--rounds", type=int, default=2)
     b.add_argument("--out", default=None)
+    lay = sub.add_parser("layouts", allow_abbrev=False, help="fp32 / bf16, NCHW / channels_last step times")
+    lay.add_argument("--model", default="yolov4_nano")
+    lay.add_argument("--img-size", type=int, default=320)
+    lay.add_argument("--batch", type=int, default=16)
+    lay.add_argument("--threads", type=int, default=2)
+    lay.add_argument("--steps", type=int, default=4)
+    lay.add_argument("--rounds", type=int, default=2)
     args = p.parse_args(argv)
     args.extra = extra
-    args.data = str(Path(args.data).resolve())
-    {"splits": splits, "breakdown": breakdown}[args.mode](args)
+    if getattr(args, "data", None):
+        args.data = str(Path(args.data).resolve())
+    {"splits": splits, "breakdown": breakdown, "layouts": layouts}[args.mode](args)
 
 
 if __name__ == "__main__":
