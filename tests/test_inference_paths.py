@@ -103,7 +103,8 @@ def test_cli_and_python_predict_give_identical_boxes(image_files, nms_kind):
     with torch.no_grad():
         cli = module.predict_step(batch, 0)
     # Python: any input, the module's own predictor (same thresholds), same batch
-    python = predict(module.predictor(), image_files, img_size=IMG_SIZE, batch_size=len(image_files))
+    # both in float32 (Python predict's default "auto" runs the network in bf16 on a CPU with bf16 units)
+    python = predict(module.predictor(), image_files, img_size=IMG_SIZE, batch_size=len(image_files), precision="fp32")
     assert [d["path"] for d in cli] == [str(p) for p in image_files]
     total = 0
     for path, c, p in zip(image_files, cli, python, strict=True):
@@ -193,7 +194,7 @@ def test_boxes_wholly_in_the_padding_are_dropped_on_every_path(image_files, tmp_
     with torch.no_grad():
         (cli,) = module.predict_step(batch, 0)
         raw = module.predictor(score_thresh=0.001, max_det=300)(batch["images"])[0]["boxes"]
-    (python,) = predict(module.predictor(), wide, img_size=IMG_SIZE)
+    (python,) = predict(module.predictor(), wide, img_size=IMG_SIZE, precision="fp32")
     # the random head does put boxes in the padding (above row 56 or below row 72 of the 128 canvas)
     assert int(((raw[:, 3] <= 56) | (raw[:, 1] >= 72)).sum()) > 0
     for det in (cli, python):

@@ -134,3 +134,33 @@ def test_gpu_check_dry_run_runs_every_path_on_cpu(cli_env) -> None:
     assert "train yolov4_nano:" in out and "images/s" in out
     assert "infer batch 1 (network)" in out and "infer batch 2 (network + decode + DIoU-NMS)" in out
     assert "| paper | YOLOv4 (CSPDarknet53) | 608 px, batch 1, V100 | 62 FPS |" in out
+
+
+def test_inference_autocast_choice_and_predict_precision(tmp_path) -> None:
+    import contextlib
+
+    from lightning_yolo import YOLOPredictor, create_model, predict
+    from lightning_yolo.runtime import cpu_has_bf16, inference_autocast
+
+    assert isinstance(inference_autocast("fp32", "cpu"), contextlib.nullcontext)
+    assert isinstance(inference_autocast("bf16", "cpu"), torch.autocast)
+    auto = inference_autocast("auto", "cpu")
+    assert isinstance(auto, torch.autocast) == cpu_has_bf16()
+    predictor = YOLOPredictor(create_model("yolov4_pico", num_classes=2), score_thresh=0.0, img_size=64).eval()
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="precision"):
+        predict(predictor, image, precision="half")
+    fp32, bf16 = predict(predictor, image, precision="fp32")[0], predict(predictor, image, precision="bf16")[0]
+    assert fp32["boxes"].dtype == bf16["boxes"].dtype == torch.float32  # decode and NMS stay float32
+    assert len(fp32["boxes"]) > 0 and len(bf16["boxes"]) > 0
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_units(monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.auto_precision("cpu") == "bf16-mixed"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.auto_precision("cpu") is None
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.auto_precision("auto") is None  # a GPU trains: the user's choice (16-mixed or bf16-mixed)
+    assert runtime.auto_precision("gpu") is None

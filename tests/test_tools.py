@@ -87,7 +87,7 @@ def test_export_onnx_decoded_and_torchscript_match_pytorch(ckpt, tmp_path):
 
     onnx_path = export_main([str(ckpt), "--output", str(tmp_path / "dec.onnx")])
     ts_path = export_main([str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "dec.torchscript")])
-    reference, _ = export_module(load_predictor(ckpt))
+    reference, _ = export_module(load_predictor(ckpt, trainable=True))  # as the export command loads it
     x = images(2)
     with torch.no_grad():
         expected = reference(x)

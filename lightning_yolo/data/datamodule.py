@@ -348,12 +348,15 @@ class YOLODataModule(pl.LightningDataModule):
         its processes on this host (printed once)."""
         if getattr(self, "_workers", None) is not None:
             return self._workers
+        if self.num_workers != "auto":
+            self._workers = plan_workers(self.num_workers, "cpu")
+            return self._workers
         trainer = self.trainer
-        device_type = trainer.strategy.root_device.type if trainer is not None else "cpu"
-        processes = trainer.num_devices if trainer is not None and trainer.world_size > 1 else 1
+        strategy = getattr(trainer, "strategy", None)
+        device_type = strategy.root_device.type if strategy is not None else "cpu"
+        processes = trainer.num_devices if strategy is not None and trainer.world_size > 1 else 1
         self._workers = plan_workers(self.num_workers, device_type, processes=processes)
-        if self.num_workers == "auto":
-            rank_zero_info(f"loader workers: {self._workers} (auto; {device_type} training, {cpus_available()} CPUs)")
+        rank_zero_info(f"loader workers: {self._workers} (auto; {device_type} training, {cpus_available()} CPUs)")
         return self._workers
 
     def _loader(self, dataset, sampler, drop_last: bool) -> DataLoader:
