@@ -281,11 +281,9 @@ def run_peer(args: argparse.Namespace, prep: dict, out: Path, budget: float | No
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from lightning_yolo.commands.args import split_passthrough
+
+    argv, extra = split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", required=True, help="dataset path (data.yaml, COCO json/folder, VOC folder)")
     p.add_argument("--config", default=str(REPO / "configs" / "custom_yolo_format.yaml"), help="our fit config")

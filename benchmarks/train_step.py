@@ -301,11 +301,9 @@ def layouts(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from lightning_yolo.commands.args import split_passthrough
+
+    argv, extra = split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("splits", allow_abbrev=False, help="seconds per epoch for thread / worker splits")

@@ -76,8 +76,9 @@ def test_cli_applies_auto_threads_and_says_so(cli_env, monkeypatch, capsys) -> N
         assert f"torch threads: {cpus_available()} (auto;" in capsys.readouterr().out
         # two DDP processes on this host (as `--trainer.devices 2` on CPU) share the CPUs
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        build_cli(["--config", debug, "--torch_threads", "auto", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-                   "--trainer.strategy", "ddp", "--trainer.logger", "false"], run=False)  # fmt: skip
+        build_cli(["--config", debug, "--torch_threads", "auto", "--trainer.accelerator", "cpu",
+                   "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.logger", "false"],
+                  run=False)  # fmt: skip
         assert torch.get_num_threads() == max(1, cpus_available() // 2)
         assert "2 processes on this host" in capsys.readouterr().out
     finally:

@@ -496,7 +496,9 @@ def _use_detection_progress_bar(trainer: Any) -> None:
 
     for i, cb in enumerate(trainer.callbacks):
         if type(cb) is TQDMProgressBar:
-            trainer.callbacks[i] = DetectionProgressBar(refresh_rate=cb.refresh_rate, process_position=cb.process_position)
+            trainer.callbacks[i] = DetectionProgressBar(
+                refresh_rate=cb.refresh_rate, process_position=cb.process_position
+            )
 
 
 def _plan_by_time(trainer: Any) -> None:

@@ -146,7 +146,9 @@ def split_checkpoint(
     return state, None
 
 
-def read_state_dict(path: str | os.PathLike, prefix: str = MODEL_PREFIX) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_state_dict(
+    path: str | os.PathLike, prefix: str = MODEL_PREFIX
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a network state dict from a Lightning checkpoint of this package or a plain ``state_dict`` file.
 
     Args:

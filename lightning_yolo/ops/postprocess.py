@@ -59,8 +59,9 @@ NMS_KINDS: tuple[str, ...] = ("diou", "greedy")
 class InferenceCfg(Settings):
     """The inference settings of a model: thresholds, NMS, detection caps (table in the module docstring).
 
-    Each threshold has one name everywhere: the predict threshold is ``score_thresh`` (``--model.inference.score_thresh``,
-    ``YOLOPredictor(score_thresh=)``, ``load_predictor(path, score_thresh=)``, ``lightning-yolo export --score_thresh``),
+    Each threshold has one name everywhere: the predict threshold is ``score_thresh``
+    (``--model.inference.score_thresh``, ``YOLOPredictor(score_thresh=)``, ``load_predictor(path, score_thresh=)``,
+    ``lightning-yolo export --score_thresh``),
     the validation / test threshold ``val_score_thresh`` (``--model.inference.val_score_thresh``); likewise
     ``max_det`` and ``val_max_det``. A :class:`~lightning_yolo.models.predictor.YOLOPredictor` runs one of the two
     sets: :meth:`predictor_settings` gives its arguments. NMS settings are shared: validation measures the NMS that
@@ -304,7 +305,8 @@ def detections_to_original(
     so every path returns the same boxes.
 
     Args:
-        det: ``boxes`` ``[K, 4]`` xyxy input pixels, ``scores`` ``[K]``, ``labels`` ``[K]`` (other keys kept as they are).
+        det: ``boxes`` ``[K, 4]`` xyxy input pixels, ``scores`` ``[K]``, ``labels`` ``[K]`` (other keys kept as
+            they are).
         ratio, pad, orig_size: the letterbox of the image (see ``scale_boxes_to_original``).
 
     Returns:

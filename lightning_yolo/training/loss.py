@@ -158,11 +158,13 @@ class YOLOLoss(nn.Module):
 
     @property
     def num_levels(self) -> int:
-        return int(self.anchors.shape[0])
+        """Output levels of the network (its ``AnchorSet``)."""
+        return self.anchor_set.num_levels
 
     @property
     def anchors_per_level(self) -> int:
-        return int(self.anchors.shape[1])
+        """Anchors per level of the network (its ``AnchorSet``)."""
+        return self.anchor_set.anchors_per_level
 
     def extra_repr(self) -> str:
         return (
