@@ -23,6 +23,7 @@ class EpochClock(pl.Callback):
     def __init__(self) -> None:
         self.path = os.environ.get("EPOCH_CLOCK")
         self._t_train = self._t_val = 0.0
+        self._val_in_epoch = 0.0  # validation time inside the current training epoch
         self._images = 0
         self._steps = 0
 
@@ -41,7 +42,7 @@ class EpochClock(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning runs the epoch's validation before on_train_epoch_end: subtract it (recorded below)
-        seconds = time.perf_counter() - self._t_train - getattr(self, "_val_in_epoch", 0.0)
+        seconds = time.perf_counter() - self._t_train - self._val_in_epoch
         self._val_in_epoch = 0.0
         if trainer.is_global_zero:
             self._write({"event": "train", "epoch": trainer.current_epoch, "seconds": round(seconds, 3),
@@ -54,6 +55,6 @@ class EpochClock(pl.Callback):
         seconds = time.perf_counter() - self._t_val
         if trainer.sanity_checking:
             return
-        self._val_in_epoch = getattr(self, "_val_in_epoch", 0.0) + seconds
+        self._val_in_epoch += seconds
         if trainer.is_global_zero:
             self._write({"event": "val", "epoch": trainer.current_epoch, "seconds": round(seconds, 3)})

@@ -3,9 +3,9 @@
 ``torch_threads="auto"`` (the CLI's default) asks :func:`plan_threads` for the intra-op thread count of each
 training process: the CPUs this process may run on (its affinity mask, ``os.sched_getaffinity``, further capped by
 a cgroup CPU quota such as ``docker --cpus``), divided between the processes that train on this host (DDP ranks),
-at least one each. DataLoader workers are not subtracted: measured on photos (``benchmarks/train_step.py splits``,
-benchmarks/README.md) a worker decoding and augmenting ahead of a 2-thread training process costs far less than
-the thread it would take away, while it hides the loading time.
+at least one each. ``num_workers="auto"`` asks :func:`plan_workers`: on a CPU with 2 cores or fewer per process no
+worker at all, since the training threads already fill the cores (``benchmarks/train_step.py splits`` on photos,
+benchmarks/README.md); the threads are therefore not reduced for workers.
 """
 
 from __future__ import annotations
@@ -95,18 +95,26 @@ def plan_threads(requested: int | str | None, processes: int = 1, cpus: int | No
     Raises:
         ValueError: ``requested`` is neither ``"auto"``, ``None`` nor a positive int.
     """
+    n = _count_or_auto(requested, "torch_threads", minimum=1)
     cpus = cpus_available() if cpus is None else max(1, int(cpus))
     processes = max(1, int(processes))
     share = max(1, cpus // processes)
+    return ThreadPlan(share if n is None else min(n, share), cpus, processes, "auto" if n is None else n)
+
+
+def _count_or_auto(requested: int | str | None, key: str, minimum: int) -> int | None:
+    """``None`` for ``"auto"`` (or ``None``), else ``requested`` as an int >= ``minimum``; a ValueError naming
+    ``key`` otherwise."""
     if requested is None or (isinstance(requested, str) and requested.strip().lower() == "auto"):
-        return ThreadPlan(share, cpus, processes, "auto")
+        return None
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     try:
         n = int(requested)
     except (TypeError, ValueError):
-        raise ValueError(f"torch_threads: expected 'auto' or a positive integer, got {requested!r}") from None
-    if n < 1:
-        raise ValueError(f"torch_threads: expected 'auto' or a positive integer, got {requested!r}")
-    return ThreadPlan(min(n, share), cpus, processes, n)
+        raise ValueError(f"{key}: expected 'auto' or {what}, got {requested!r}") from None
+    if n < minimum:
+        raise ValueError(f"{key}: expected 'auto' or {what}, got {requested!r}")
+    return n
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,13 +147,8 @@ def plan_workers(requested: int | str | None, device_type: str, processes: int =
     epoch, + 1 worker 6.7 s, + 2 workers 6.9 s); with more CPUs, one worker per 4 of them, at most 4, decodes
     ahead while the threads compute. An int is used as given.
     """
-    if requested is not None and not (isinstance(requested, str) and requested.strip().lower() == "auto"):
-        try:
-            n = int(requested)
-        except (TypeError, ValueError):
-            raise ValueError(f"num_workers: expected 'auto' or an integer >= 0, got {requested!r}") from None
-        if n < 0:
-            raise ValueError(f"num_workers: expected 'auto' or an integer >= 0, got {requested!r}")
+    n = _count_or_auto(requested, "num_workers", minimum=0)
+    if n is not None:
         return n
     cpus = cpus_available() if cpus is None else max(1, int(cpus))
     share = max(1, cpus // max(1, int(processes)))

@@ -173,7 +173,7 @@ class YOLOCLI(LightningCLI):
             default="auto",
             help="torch intra-op threads of each training process. auto: the CPUs this process may use "
             "(affinity mask, cgroup quota) divided between the DDP processes on this host (OMP_NUM_THREADS, when "
-            "set, wins); an int: that many; null: torch's own default. The choice is printed at start",
+            "set, wins); an int: that many, at most the process's share; null: torch's own default. The choice is printed at start",
         )
         # which subcommand's parser this is: build_cli names each one "lightning-yolo <subcommand>" through
         # LightningCLI's per-subcommand parser_kwargs (LightningCLI does not pass the subcommand here)

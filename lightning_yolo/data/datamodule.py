@@ -346,7 +346,7 @@ class YOLODataModule(pl.LightningDataModule):
     def resolved_num_workers(self) -> int:
         """The loader workers of this process: ``num_workers``, or the automatic choice for the Trainer's device and
         its processes on this host (printed once)."""
-        if getattr(self, "_workers", None) is not None:
+        if self._workers is not None:
             return self._workers
         if self.num_workers != "auto":
             self._workers = plan_workers(self.num_workers, "cpu")
