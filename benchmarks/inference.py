@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the fused model")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime on the exported fused model")
     parser.add_argument("--no-nms", action="store_true", help="skip the decode + NMS configurations")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the fused fp32 model by operator: where the time above the floor goes")
     args = parser.parse_args(argv)
     if args.img_size % 32:
         parser.error(f"--img-size must be a multiple of 32, got {args.img_size}")
@@ -116,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     configs.append(("fused + channels_last + inference_mode", inference_call(fused, x_cl)))
     if args.bf16:
         configs.append(("fused + channels_last + bf16 autocast", inference_call(fused, x_cl, bf16=True)))
+        # the weights stored in bfloat16 once: autocast re-casts every fp32 weight on each call (its cast cache
+        # keeps a cast only within one autocast region)
+        fused_bf16 = copy.deepcopy(fused).to(torch.bfloat16)
+        configs.append(("fused + channels_last + bf16 weights", inference_call(fused_bf16, x_cl.bfloat16())))
     if not args.no_nms:
         with torch.inference_mode():
             raw_maps = fused(x_cl)
@@ -183,6 +190,31 @@ def main(argv: list[str] | None = None) -> None:
             continue
         rate = flops / best / 1e9
         print(f"| {name} | {best * 1e3:.0f} | {med * 1e3:.0f} | {rate:.0f} | {100 * rate / gemm_best:.0f} |")
+    if args.profile:
+        profile_ops(fused, x_cl, flops, gemm_best)
+
+
+def profile_ops(model: torch.nn.Module, x: torch.Tensor, flops: int, gemm_best: float, calls: int = 3) -> None:
+    """Self CPU time per operator of the fused fp32 ``channels_last`` model (``torch.profiler``, ``calls`` calls
+    after one warm-up): the convolutions' own rate against sgemm, and what the rest (activations, concatenations,
+    pooling, copies) adds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                model(x)
+    rows = sorted(((e.key, e.self_cpu_time_total / calls / 1e3) for e in prof.key_averages()), key=lambda r: -r[1])
+    total = sum(ms for _, ms in rows)
+    conv_ms = sum(ms for key, ms in rows if "conv" in key)
+    print(f"\nfused fp32 channels_last by operator (self time, mean of {calls} calls; profiler total {total:.0f} ms):")
+    print("| operator | ms / image | share |\n|---|---:|---:|")
+    for key, ms in rows[:10]:
+        print(f"| {key} | {ms:.1f} | {100 * ms / total:.1f}% |")
+    conv_rate = flops / (conv_ms / 1e3) / 1e9
+    print(f"convolutions: {conv_ms:.0f} ms, {conv_rate:.0f} GFLOP/s ({100 * conv_rate / gemm_best:.0f}% of sgemm); "
+          f"everything else: {total - conv_ms:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ overhead is the difference per step); the validation share of an epoch comes fro
 
     python benchmarks/train_step.py breakdown --data /work/data/raccoon_voc --img-size 320 --threads 2 --peer
 
+``validation``: the parts of one validation of a trained checkpoint (forward, post-processing, mAP computation)
+with the network fused or not and each COCO evaluation backend::
+
+    python benchmarks/train_step.py validation --ckpt runs/detect/train/checkpoints/best.ckpt \\
+        --data /work/data/raccoon_voc --img-size 320
+
 Run nothing else on the machine while it measures.
 """
 
@@ -270,31 +276,100 @@ def layouts(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
 
-    def step_ms(channels_last: bool, bf16: bool) -> float:
+    first_ms: dict[tuple[bool, bool, bool], float] = {}
+
+    def step_ms(channels_last: bool, bf16: bool, compiled: bool = False) -> float:
         torch.manual_seed(0)
         net = create_model(args.model, num_classes=3).train()
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
+        run = torch.compile(net) if compiled else net
         x = torch.rand(args.batch, 3, args.img_size, args.img_size).contiguous(memory_format=torch.channels_last)
         times = []
         for _ in range(args.steps + 2):
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = net(x)
+                out = run(x)
             sum(o.float().square().mean() for o in out).backward()
             times.append(time.perf_counter() - t0)
+        first_ms.setdefault((channels_last, bf16, compiled), 1e3 * times[0])  # compilation, for compiled rows
         return 1e3 * statistics.median(times[2:])
 
-    rows: dict[tuple[bool, bool], list[float]] = {}
+    variants = [(cl, bf, False) for cl in (False, True) for bf in (False, True)]
+    if args.compile:  # torch.compile (Inductor) of the training network, forward and backward
+        variants += [(True, False, True), (True, True, True)]
+    rows: dict[tuple[bool, bool, bool], list[float]] = {}
     for _ in range(args.rounds):
-        for cl in (False, True):
-            for bf in (False, True):
-                rows.setdefault((cl, bf), []).append(step_ms(cl, bf))
+        for key in variants:
+            rows.setdefault(key, []).append(step_ms(*key))
     print(f"\n{args.model}, batch {args.batch}, {args.img_size} px, {args.threads} threads: forward + backward ms "
           f"(best of {args.rounds} rounds of the median of {args.steps} steps)\n")  # fmt: skip
-    print("| weights | precision | ms / step |\n| --- | --- | ---: |")
-    for (cl, bf), ms in rows.items():
-        print(f"| {'channels_last' if cl else 'NCHW'} | {'bf16 autocast' if bf else 'fp32'} | {min(ms):.0f} |")
+    print("| weights | precision | torch.compile | ms / step | first step ms |\n| --- | --- | --- | ---: | ---: |")
+    for (cl, bf, comp), ms in rows.items():
+        layout, precision = "channels_last" if cl else "NCHW", "bf16 autocast" if bf else "fp32"
+        first = first_ms[(cl, bf, comp)]
+        print(f"| {layout} | {precision} | {'yes' if comp else 'no'} | {min(ms):.0f} | {first:.0f} |")
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def validation(args: argparse.Namespace) -> None:
+    """One validation of a trained checkpoint, as ``fit`` runs it, under each evaluation setting, interleaved.
+
+    Settings: the network evaluated (``fused``: the Conv+BN-folded copy :meth:`YOLOModule.eval_model` makes at each
+    evaluation, the default; ``plain``: the trained network itself) and the COCO evaluation backend of the mAP
+    (``pycocotools`` / ``faster_coco_eval``). Parts: the network's forward and post-processing (EvalSpeed's
+    timers), the mAP computation (``compute_and_report``) and the whole ``Trainer.validate``.
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    import lightning_yolo.module as module_py
+    from lightning_yolo import YOLODataModule, YOLOModule
+    from lightning_yolo.callbacks.evaluation import EvalSpeed
+    from lightning_yolo.runtime import auto_precision
+
+    torch.set_num_threads(args.threads)
+    precision = auto_precision("cpu")
+    compute_s: list[float] = []
+    compute = module_py.compute_and_report
+
+    def timed_compute(*a, **k):  # noqa: ANN002, ANN003
+        t0 = time.perf_counter()
+        try:
+            return compute(*a, **k)
+        finally:
+            compute_s.append(time.perf_counter() - t0)
+
+    module_py.compute_and_report = timed_compute
+    start_evaluation = YOLOModule._start_evaluation
+    dm = YOLODataModule(path=args.data, img_size=args.img_size, batch_size=args.batch, num_workers=0)
+    settings = [(net, backend) for net in ("fused", "plain") for backend in ("pycocotools", "faster_coco_eval")]
+    rows: dict[tuple[str, str], list[dict]] = {k: [] for k in settings}
+    for _ in range(args.rounds + 1):  # round 0 warms the caches and is dropped
+        for net, backend in settings:
+            YOLOModule._start_evaluation = start_evaluation if net == "fused" else (lambda self: None)
+            model = YOLOModule.load_from_checkpoint(args.ckpt, map_location="cpu", map_backend=backend)
+            trainer = pl.Trainer(accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out)
+            t0 = time.perf_counter()
+            metrics = trainer.validate(model, dm, verbose=False)[0]
+            total = time.perf_counter() - t0
+            speed = next(cb for cb in trainer.callbacks if isinstance(cb, EvalSpeed)).totals
+            rows[(net, backend)].append({"total": total, "forward": speed["inference"],
+                                         "post": speed["post-process"], "map": compute_s[-1],
+                                         "map_50": metrics["val/map_50"], "mAP": metrics["val/map"]})
+    YOLOModule._start_evaluation = start_evaluation
+    n = len(dm.val_dataloader().dataset)
+    print(f"\n{args.ckpt}: {n} validation images of {args.data}, {args.img_size} px, batch {args.batch}, "
+          f"{args.threads} threads, {precision}; seconds per validation, median of {args.rounds} rounds\n")
+    print("| network | mAP backend | forward | post-process | mAP compute | whole validate | mAP50 | mAP50-95 |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (net, backend), rs in rows.items():
+        med = {k: statistics.median(r[k] for r in rs[1:]) for k in ("forward", "post", "map", "total")}
+        print(f"| {net} | {backend} | {med['forward']:.3f} | {med['post']:.3f} | {med['map']:.3f} | "
+              f"{med['total']:.3f} | {rs[-1]['map_50']:.4f} | {rs[-1]['mAP']:.4f} |")
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -328,11 +403,20 @@ def main(argv: list[str] | None = None) -> None:
     lay.add_argument("--threads", type=int, default=2)
     lay.add_argument("--steps", type=int, default=4)
     lay.add_argument("--rounds", type=int, default=2)
+    lay.add_argument("--compile", action="store_true", help="also torch.compile the network (first step = compile)")
+    v = sub.add_parser("validation", allow_abbrev=False, help="parts of one validation of a trained checkpoint")
+    v.add_argument("--ckpt", required=True)
+    v.add_argument("--data", required=True)
+    v.add_argument("--img-size", type=int, default=320)
+    v.add_argument("--batch", type=int, default=16)
+    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--rounds", type=int, default=3)
+    v.add_argument("--out", default=None)
     args = p.parse_args(argv)
     args.extra = extra
     if getattr(args, "data", None):
         args.data = str(Path(args.data).resolve())
-    {"splits": splits, "breakdown": breakdown, "layouts": layouts}[args.mode](args)
+    {"splits": splits, "breakdown": breakdown, "layouts": layouts, "validation": validation}[args.mode](args)
 
 
 if __name__ == "__main__":

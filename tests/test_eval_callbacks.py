@@ -69,3 +69,61 @@ def test_freeze_backbone_is_a_callback_of_the_module(tmp_path, cli_env):
     after = model.model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics
     assert any(not torch.equal(a, p.detach()) for a, p in zip(head_before, model.model.head.parameters()))
+
+
+class _SeeEvalModel(pl.Callback):
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.net = pl_module.eval_model
+
+
+def test_validation_runs_a_fused_copy_and_leaves_the_trained_network_alone(tmp_path, cli_env, monkeypatch):
+    dm = _dm(num_val=8)
+    torch.manual_seed(0)
+    model = YOLOModule(num_classes=dm.num_classes, class_names=dm.class_names)
+    keys = list(model.state_dict())
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = _SeeEvalModel()
+    fused = _trainer(tmp_path, callbacks=[seen]).validate(model, dm, verbose=False)[0]
+    net = seen.net
+    assert net is not model.model
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())  # Conv+BN folded
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.model.modules())
+    assert model.eval_model is model.model  # the copy is dropped when the evaluation ends
+    assert list(model.state_dict()) == keys  # never a submodule: not in the state_dict or a checkpoint
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert not net._forward_hooks and not net._forward_pre_hooks  # EvalSpeed's hooks removed from the copy
+    # the unfused network gives the same loss and mAP (to float rounding)
+    monkeypatch.setattr(YOLOModule, "_start_evaluation", lambda self: None)
+    plain = _trainer(tmp_path, callbacks=[seen]).validate(model, dm, verbose=False)[0]
+    assert seen.net is model.model
+    assert abs(fused["val/loss"] - plain["val/loss"]) <= 1e-4 * abs(plain["val/loss"])
+    assert abs(fused["val/map_50"] - plain["val/map_50"]) <= 1e-3
+
+
+def test_fused_mirror_follows_the_network_it_mirrors():
+    from lightning_yolo.models import create_model
+    from lightning_yolo.models.layers import FusedMirror
+
+    torch.manual_seed(0)
+    net = create_model("yolov4_pico", num_classes=3).eval()
+    x = torch.rand(2, 3, 64, 64)
+    mirror = FusedMirror()
+    first = mirror(net)
+    with torch.no_grad():
+        for a, b in zip(first(x), net(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        # new weights and BatchNorm statistics (a training step, an EMA swap): the same copy, refreshed
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.add_(0.1)
+                m.running_var.mul_(1.5)
+    again = mirror(net)
+    assert again is first
+    with torch.no_grad():
+        for a, b in zip(again(x), net(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    net.reset_head(5)  # another class count: copied anew
+    other = mirror(net.eval())
+    assert other is not first and other(x)[0].shape == net(x)[0].shape

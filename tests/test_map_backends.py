@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_yolo import YOLOModule
-from lightning_yolo.reporting.metrics import make_map_metric
+from lightning_yolo.reporting.metrics import make_map_metric, resolve_map_backend
 from lightning_yolo.module import MAP_KEYS
 
 
@@ -48,4 +48,8 @@ def test_map_backend_is_checked():
     with pytest.raises(ValueError, match="map_backend"):
         YOLOModule(model_name="yolov4_pico", num_classes=2, map_backend="cocoapi")
     module = YOLOModule(model_name="yolov4_pico", num_classes=2)
-    assert module.hparams.map_backend == "pycocotools"  # the reference stays the default
+    assert module.hparams.map_backend == "auto"  # faster_coco_eval (a dependency), pycocotools' numbers
+    assert resolve_map_backend("auto") == "faster_coco_eval"
+    assert module.val_map._coco_backend.backend == "faster_coco_eval"  # torchmetrics' private field: no public one
+    reference = YOLOModule(model_name="yolov4_pico", num_classes=2, map_backend="pycocotools")
+    assert reference.val_map._coco_backend.backend == "pycocotools"

@@ -18,7 +18,7 @@ class EvalSpeed(pl.Callback):
 
     - ``pre-process``: from the end of one batch to the start of the next (loading, collating, the host-to-device
       copy and ``on_after_batch_transfer``); the first batch, which also starts the workers, is not counted.
-    - ``inference``: the network's forward (``pl_module.model``), timed by forward hooks.
+    - ``inference``: the network's forward (``pl_module.eval_model``, else ``pl_module.model``), timed by forward hooks.
     - ``post-process``: from the end of the forward to the start of the loss (``pl_module.loss``): decode, NMS and
       the mapping back to original-image pixels, which the evaluation step runs between the two.
 
@@ -35,6 +35,7 @@ class EvalSpeed(pl.Callback):
         self._cuda = False
         self._batch_size = 0
         self._last_end: float | None = None
+        self._hooked = False
 
     def _now(self) -> float:
         if self._cuda:
@@ -65,8 +66,14 @@ class EvalSpeed(pl.Callback):
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop()
         self.totals = dict.fromkeys(("pre-process", "inference", "post-process", "images", "pre_images"), 0.0)
-        self._state, self._last_end = "idle", None
-        model, loss = getattr(pl_module, "model", None), getattr(pl_module, "loss", None)
+        self._state, self._last_end, self._hooked = "idle", None, False
+
+    def _hook(self, pl_module: pl.LightningModule) -> None:
+        # at the first batch, not at the epoch's start: the module makes the network it evaluates (``eval_model``,
+        # a fused copy) in its own epoch-start hook, which Lightning calls after the callbacks'
+        self._hooked = True
+        model = getattr(pl_module, "eval_model", getattr(pl_module, "model", None))
+        loss = getattr(pl_module, "loss", None)
         if isinstance(model, torch.nn.Module) and isinstance(loss, torch.nn.Module):
             self._handles = [
                 model.register_forward_pre_hook(self._forward_start),
@@ -79,7 +86,9 @@ class EvalSpeed(pl.Callback):
             handle.remove()
         self._handles = []
 
-    def _batch_start(self, batch: Any) -> None:
+    def _batch_start(self, pl_module: pl.LightningModule, batch: Any) -> None:
+        if not self._hooked:
+            self._hook(pl_module)
         images = batch.get("images") if isinstance(batch, dict) else None
         if self._last_end is not None and isinstance(images, torch.Tensor):
             self.totals["pre-process"] += time.perf_counter() - self._last_end
@@ -107,7 +116,7 @@ class EvalSpeed(pl.Callback):
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        self._batch_start(batch)
+        self._batch_start(pl_module, batch)
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,

@@ -8,10 +8,12 @@ import torch
 from timm.layers import SEModule
 from timm.layers.cbam import CbamModule  # not re-exported by timm.layers
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from torchvision.ops import drop_block2d
 
-__all__ = ["get_act", "ConvNormAct", "SPP", "SAM", "attention_module", "DropBlock2d", "fuse_conv_bn_"]
+__all__ = [
+    "get_act", "ConvNormAct", "SPP", "SAM", "attention_module", "DropBlock2d", "fuse_conv_bn_", "FusedMirror",
+]  # fmt: skip
 
 
 def get_act(name: str | None) -> nn.Module:
@@ -126,6 +128,19 @@ class DropBlock2d(nn.Module):
         return f"p={self.p}, block_size={self.block_size}"
 
 
+def _conv_bn_pairs(module: nn.Module) -> list[str]:
+    """Names of the submodules whose ``conv`` (``nn.Conv2d``) is directly followed by a foldable ``bn``."""
+    names = []
+    for name, parent in module.named_modules():
+        conv, bn = getattr(parent, "conv", None), getattr(parent, "bn", None)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            continue
+        if bn.running_mean is None or not bn.track_running_stats:
+            continue
+        names.append(name)
+    return names
+
+
 @torch.no_grad()
 def fuse_conv_bn_(module: nn.Module) -> int:
     """Fold every BatchNorm that directly follows a convolution into it, in place (inference only).
@@ -136,17 +151,54 @@ def fuse_conv_bn_(module: nn.Module) -> int:
     Returns:
         The number of convolutions fused.
     """
-    count = 0
-    for parent in list(module.modules()):
-        conv = getattr(parent, "conv", None)
-        bn = getattr(parent, "bn", None)
-        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            continue
-        if bn.running_mean is None or not bn.track_running_stats:
-            continue
-        parent.conv = fuse_conv_bn_eval(conv.eval(), bn.eval())
+    names = _conv_bn_pairs(module)
+    for name in names:
+        parent = module.get_submodule(name)
+        bn = parent.bn
+        parent.conv = fuse_conv_bn_eval(parent.conv.eval(), bn.eval())
         # timm's BatchNormAct2d applies drop + act after normalising: keep those.
         tail = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if isinstance(m, nn.Module)]
         parent.bn = nn.Sequential(*tail) if tail else nn.Identity()
-        count += 1
-    return count
+    return len(names)
+
+
+class FusedMirror:
+    """A Conv+BN-fused copy of a network, for evaluation, kept in step with it.
+
+    Each call returns the copy holding the network's current weights (the EMA weights while an EMA callback has
+    swapped them in): the first call deep-copies and fuses; later calls copy the weights and buffers into the
+    same copy and recompute the fused convolutions, several times cheaper than a new deep copy, which would cost
+    as much as the fusing saves on a small validation set. A network whose tensors changed name, shape, dtype or
+    device (a new head, a move to the GPU) is copied anew. The network itself is never modified. Call it with the network in eval mode.
+    """
+
+    def __init__(self) -> None:
+        self.net: nn.Module | None = None
+        self._pairs: list[str] = []
+        self._signature: list[tuple[str, tuple[int, ...], torch.dtype, torch.device]] | None = None
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> nn.Module:
+        import copy
+
+        state = model.state_dict()
+        signature = [(k, tuple(v.shape), v.dtype, v.device) for k, v in state.items()]
+        if self.net is None or signature != self._signature:
+            net = copy.deepcopy(model).eval()
+            net.requires_grad_(False)
+            self._pairs = _conv_bn_pairs(net)
+            fuse_conv_bn_(net)
+            self.net, self._signature = net, signature
+            return net
+        target = self.net.state_dict()
+        for key, value in state.items():
+            if key in target:
+                target[key].copy_(value)
+        for name in self._pairs:
+            src, dst = model.get_submodule(name), self.net.get_submodule(name)
+            bn = src.bn
+            weight, bias = fuse_conv_bn_weights(src.conv.weight, src.conv.bias, bn.running_mean, bn.running_var,
+                                                bn.eps, bn.weight, bn.bias)  # fmt: skip
+            dst.conv.weight.copy_(weight)
+            dst.conv.bias.copy_(bias)
+        return self.net

@@ -27,33 +27,44 @@ __all__ = [
     "make_map_metric",
     "pad_for_sync",
     "per_image_targets",
+    "resolve_map_backend",
     "targets_in_original_pixels",
 ]
 
-#: ``map_backend`` choices: pycocotools (the reference) or faster_coco_eval (same numbers, faster).
-MAP_BACKENDS = ("pycocotools", "faster_coco_eval")
+#: ``map_backend`` choices: ``auto`` (faster_coco_eval when installed, else pycocotools), pycocotools (the
+#: reference) or faster_coco_eval (the same numbers, about 4x faster to compute: benchmarks/README.md, validation).
+MAP_BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
 
 #: A list state of ``MeanAveragePrecision`` with one entry per image (its length is the image count).
 PER_IMAGE_STATE = "groundtruth_labels"
 
 
-def make_map_metric(backend: str = "pycocotools") -> MeanAveragePrecision:
+def resolve_map_backend(backend: str) -> str:
+    """The COCO evaluation backend ``backend`` names: ``"auto"`` is ``"faster_coco_eval"`` when that package is
+    installed (a dependency of this package), else ``"pycocotools"``. Unknown names raise ``ValueError``,
+    ``"faster_coco_eval"`` without its package ``ImportError``."""
+    import importlib.util
+
+    if backend not in MAP_BACKENDS:
+        raise ValueError(f"map_backend must be one of {MAP_BACKENDS}, got {backend!r}")
+    available = importlib.util.find_spec("faster_coco_eval") is not None
+    if backend == "auto":
+        return "faster_coco_eval" if available else "pycocotools"
+    if backend == "faster_coco_eval" and not available:
+        raise ImportError("map_backend='faster_coco_eval' needs the faster-coco-eval package: "
+                          "pip install faster-coco-eval")
+    return backend
+
+
+def make_map_metric(backend: str = "auto") -> MeanAveragePrecision:
     """COCO box mAP (``xyxy`` boxes) with pycocotools' float64 IoU and recall thresholds.
 
     torchmetrics' defaults come from a float32 ``torch.linspace`` (0.3 -> 0.30000001), which shifts recall lookups
     that land exactly on a threshold and moves mAP by ~1e-3 against COCOeval. ``extended_summary`` keeps COCOeval's
     per-class precision array for the per-class table (:mod:`lightning_yolo.reporting.report`) at no extra cost.
-    An unknown ``backend`` raises ``ValueError``; ``"faster_coco_eval"`` without its package ``ImportError``.
+    ``backend``: see :func:`resolve_map_backend`.
     """
-    if backend not in MAP_BACKENDS:
-        raise ValueError(f"map_backend must be 'pycocotools' or 'faster_coco_eval', got {backend!r}")
-    if backend == "faster_coco_eval":
-        import importlib.util
-
-        if importlib.util.find_spec("faster_coco_eval") is None:
-            raise ImportError(
-                "map_backend='faster_coco_eval' needs the faster-coco-eval package: pip install 'lightning-yolo[fast-eval]'"
-            )
+    backend = resolve_map_backend(backend)
     return MeanAveragePrecision(
         box_format="xyxy",
         iou_type="bbox",
