@@ -9,8 +9,10 @@ Measures, in one process and on the same threads:
 * ``decode + NMS only``: what :class:`YOLOPredictor` adds to the network (decode, greedy or DIoU NMS) on
   precomputed maps, with ``score_thresh=0`` so all ``pre_nms_topk`` = 10,000 candidates enter NMS (an untrained
   network scores below COCO's 0.001 everywhere; this is the worst case for NMS);
-* optionally ``bf16 autocast`` (``--bf16``), ``torch.compile`` with Inductor freezing (``--compile``; about 20 s
-  to compile on 2 idle cores) and ONNX Runtime on the exported fused network (``--onnx``).
+* optionally ``bf16 autocast`` and bf16-stored weights (``--bf16``), ``torch.compile`` with Inductor freezing
+  (``--compile``; about 20 s to compile on 2 idle cores), ONNX Runtime on the exported fused network (``--onnx``),
+  the WongKinYiu/PyTorch_YOLOv4 port in fp32 as its ``detect.py`` runs it (``--port DIR``, a checkout of it) and
+  a per-operator profile of the fused fp32 network (``--profile``).
 
 The configurations are timed **interleaved**, one call of each per round (and one sgemm per round), so load from
 other processes on a shared machine hits all of them alike; the table gives the best and the median round. The
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the fused model")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime on the exported fused model")
     parser.add_argument("--no-nms", action="store_true", help="skip the decode + NMS configurations")
+    parser.add_argument("--port", default=None, metavar="DIR",
+                        help="a checkout of WongKinYiu/PyTorch_YOLOv4: also time its Darknet(cfg/yolov4.cfg) in fp32 as "
+                        "its detect.py runs it on a CPU (eval, no_grad, not fused); the paper model's peer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the fused fp32 model by operator: where the time above the floor goes")
     args = parser.parse_args(argv)
@@ -149,6 +154,13 @@ def main(argv: list[str] | None = None) -> None:
             compiled(x_cl)
         print(f"torch.compile: first call (compilation) {time.perf_counter() - start:.0f} s")
         configs.append(("fused + channels_last + torch.compile (freezing)", inference_call(compiled, x_cl)))
+    if args.port:
+        # the port's own modules (models/, utils/) import each other as top-level packages
+        sys.path.insert(0, str(Path(args.port).resolve()))
+        from models.models import Darknet  # type: ignore[import-not-found]
+
+        port = Darknet(str(Path(args.port) / "cfg" / "yolov4.cfg"), (args.img_size, args.img_size)).eval()
+        configs.append(("PyTorch_YOLOv4 port, fp32 (its detect.py on a CPU)", no_grad_call(port, x)))
     tmp = tempfile.TemporaryDirectory()
     if args.onnx:
         import onnxruntime as ort
@@ -179,17 +191,23 @@ def main(argv: list[str] | None = None) -> None:
     gemm_median = 2 * SGEMM_N**3 / statistics.median(times["sgemm 2048"]) / 1e9
     print(f"\nsgemm {SGEMM_N}x{SGEMM_N} fp32: best {gemm_best:.0f} GFLOP/s, median round {gemm_median:.0f} GFLOP/s")
     print(f"{args.model} @ {args.img_size}, batch 1, {threads} threads, {args.iters} interleaved rounds:")
-    print("| configuration | best ms/image | median ms/image | GFLOP/s (best) | % of best sgemm |")
-    print("|---|---:|---:|---:|---:|")
+    extra = (" speed-up vs the port |", "---:|") if args.port else ("", "")
+    print(f"| configuration | best ms/image | median ms/image | GFLOP/s (best) | % of best sgemm |{extra[0]}")
+    print(f"|---|---:|---:|---:|---:|{extra[1]}")
+    port_best = min(next((t for n, t in times.items() if n.startswith("PyTorch_YOLOv4")), [float("nan")]))
     for name, t in times.items():
         if name.startswith("sgemm"):
             continue
         best, med = min(t), statistics.median(t)
         if "NMS only" in name:  # post-processing: no network FLOPs
-            print(f"| {name} | {best * 1e3:.0f} | {med * 1e3:.0f} | - | - |")
+            print(f"| {name} | {best * 1e3:.0f} | {med * 1e3:.0f} | - | - |{' - |' if args.port else ''}")
             continue
         rate = flops / best / 1e9
-        print(f"| {name} | {best * 1e3:.0f} | {med * 1e3:.0f} | {rate:.0f} | {100 * rate / gemm_best:.0f} |")
+        vs_port = f" {port_best / best:.2f} |" if args.port else ""
+        print(f"| {name} | {best * 1e3:.0f} | {med * 1e3:.0f} | {rate:.0f} | {100 * rate / gemm_best:.0f} |{vs_port}")
+    floor = flops / (gemm_best * 1e9)
+    print(f"floor (FLOPs at the best sgemm rate): {floor * 1e3:.0f} ms; at 1.18x that rate (DESIGN's best "
+          f"convolutions): {floor / 1.18 * 1e3:.0f} ms")
     if args.profile:
         profile_ops(fused, x_cl, flops, gemm_best)
 
