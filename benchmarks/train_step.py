@@ -317,9 +317,9 @@ def layouts(args: argparse.Namespace) -> None:
 def validation(args: argparse.Namespace) -> None:
     """One validation of a trained checkpoint, as ``fit`` runs it, under each evaluation setting, interleaved.
 
-    Settings: the network evaluated (``fused``: the Conv+BN-folded copy :meth:`YOLOModule.eval_model` makes at each
-    evaluation, the default; ``plain``: the trained network itself) and the COCO evaluation backend of the mAP
-    (``pycocotools`` / ``faster_coco_eval``). Parts: the network's forward and post-processing (EvalSpeed's
+    Settings: the network evaluated (``fused``: the Conv+BN-folded copy that ``callbacks.evaluation.FusedEvaluation``
+    sets as ``YOLOModule.eval_model`` at each evaluation, the default; ``plain``: the trained network itself) and
+    the COCO evaluation backend of the mAP (``pycocotools`` / ``faster_coco_eval``). Parts: the network's forward and post-processing (EvalSpeed's
     timers), the mAP computation (``compute_and_report``) and the whole ``Trainer.validate``.
     """
     import pytorch_lightning as pl
@@ -343,13 +343,15 @@ def validation(args: argparse.Namespace) -> None:
             compute_s.append(time.perf_counter() - t0)
 
     module_py.compute_and_report = timed_compute
-    start_evaluation = YOLOModule._start_evaluation
+    from lightning_yolo.callbacks.evaluation import FusedEvaluation
+
+    fused_start = FusedEvaluation.on_validation_epoch_start
     dm = YOLODataModule(path=args.data, img_size=args.img_size, batch_size=args.batch, num_workers=0)
     settings = [(net, backend) for net in ("fused", "plain") for backend in ("pycocotools", "faster_coco_eval")]
     rows: dict[tuple[str, str], list[dict]] = {k: [] for k in settings}
     for _ in range(args.rounds + 1):  # round 0 warms the caches and is dropped
         for net, backend in settings:
-            YOLOModule._start_evaluation = start_evaluation if net == "fused" else (lambda self: None)
+            FusedEvaluation.on_validation_epoch_start = fused_start if net == "fused" else (lambda *a: None)
             model = YOLOModule.load_from_checkpoint(args.ckpt, map_location="cpu", map_backend=backend)
             trainer = pl.Trainer(accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
                                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out)
@@ -360,7 +362,7 @@ def validation(args: argparse.Namespace) -> None:
             rows[(net, backend)].append({"total": total, "forward": speed["inference"],
                                          "post": speed["post-process"], "map": compute_s[-1],
                                          "map_50": metrics["val/map_50"], "mAP": metrics["val/map"]})
-    YOLOModule._start_evaluation = start_evaluation
+    FusedEvaluation.on_validation_epoch_start = fused_start
     n = len(dm.val_dataloader().dataset)
     print(f"\n{args.ckpt}: {n} validation images of {args.data}, {args.img_size} px, batch {args.batch}, "
           f"{args.threads} threads, {precision}; seconds per validation, median of {args.rounds} rounds\n")

@@ -13,7 +13,6 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from .data.collate import check_batch
 from .models import create_model
-from .models.layers import FusedMirror
 from .models.predictor import YOLOPredictor
 from .ops.postprocess import InferenceCfg, detections_to_original
 from .reporting.metrics import MAP_KEYS, compute_and_report, make_map_metric, targets_in_original_pixels
@@ -77,9 +76,8 @@ class YOLOModule(pl.LightningModule):
         cross_minibatch_norm: CmBN (YOLOv4 paper, BoF): every BatchNorm normalises the k-th mini-batch of an
             accumulated batch (``trainer.accumulate_grad_batches``) with the statistics of mini-batches 1..k of that
             batch (:mod:`lightning_yolo.training.cmbn`). Without gradient accumulation it is plain BatchNorm.
-        map_backend: COCO evaluation of torchmetrics' ``MeanAveragePrecision``: ``"auto"`` (``"faster_coco_eval"``
-            when installed, as it is with this package, else ``"pycocotools"``), ``"pycocotools"`` (the reference) or
-            ``"faster_coco_eval"`` (the same numbers, about 4x faster to compute).
+        map_backend: torchmetrics' COCO evaluation: ``"auto"`` (``"faster_coco_eval"``, pycocotools' numbers 4x faster,
+            when installed, as with this package), ``"pycocotools"`` (the reference) or ``"faster_coco_eval"``.
     """
 
     def __init__(
@@ -214,22 +212,8 @@ class YOLOModule(pl.LightningModule):
 
     @property
     def eval_model(self) -> torch.nn.Module:
-        """The network validation and test run: a Conv+BN-fused copy of :attr:`model` made when the evaluation
-        starts (with the EMA weights when ``ema`` is on), else :attr:`model` itself."""
-        net = self.__dict__.get("_eval_net")
-        return net if net is not None else self.model
-
-    def _start_evaluation(self) -> None:
-        # Conv+BN folded for each evaluation: the same outputs to float rounding, ~1.15x faster forward on a CPU
-        # (benchmarks/README.md, validation). Plain attributes, not submodules: never in the state_dict, the
-        # optimizer or a checkpoint; the trained network is never touched.
-        self.__dict__["_eval_net"] = None
-        if not self.model.training:
-            mirror = self.__dict__.setdefault("_fused_mirror", FusedMirror())
-            self.__dict__["_eval_net"] = mirror(self.model)
-
-    def _end_evaluation(self) -> None:
-        self.__dict__["_eval_net"] = None
+        """Validation's network: a fused copy (:class:`~lightning_yolo.callbacks.evaluation.FusedEvaluation`)."""
+        return self.__dict__.get("_eval_net") or self.model
 
     def _eval_step(self, batch: dict[str, Any], metric: MeanAveragePrecision, prefix: str) -> dict[str, Any]:
         images, targets = check_batch(batch)
@@ -260,16 +244,9 @@ class YOLOModule(pl.LightningModule):
         return self._eval_step(batch, self.val_map, "val")
 
     def on_validation_epoch_start(self) -> None:
-        where = first_nonfinite_tensor(self)
-        if where:
-            raise FloatingPointError(
-                f"non-finite model before validation at global step {self.global_step} (epoch {self.current_epoch}): "
-                f"{where}; {DIVERGED}"
-            )
-        self._start_evaluation()
-
-    def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
+        if where := first_nonfinite_tensor(self):
+            step = f"global step {self.global_step} (epoch {self.current_epoch})"
+            raise FloatingPointError(f"non-finite model before validation at {step}: {where}; {DIVERGED}")
 
     def _eval_epoch_end(self, metric: MeanAveragePrecision, prefix: str) -> dict[str, float]:
         scalars, report = compute_and_report(metric, self.class_names, prefix, self.device)
@@ -282,7 +259,6 @@ class YOLOModule(pl.LightningModule):
         return scalars
 
     def on_validation_epoch_end(self) -> None:
-        self._end_evaluation()
         self._eval_epoch_end(self.val_map, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
@@ -290,7 +266,6 @@ class YOLOModule(pl.LightningModule):
         return self._eval_step(batch, self.test_map, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._end_evaluation()
         self._eval_epoch_end(self.test_map, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
@@ -328,17 +303,17 @@ class YOLOModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The hooks this module relies on (evaluation speed, the last epoch's validation, the random states of a
-        resume) and the recipe switches that are callbacks: ``ema``, ``auto_anchor``, ``freeze_backbone_epochs``.
+        """The hooks this module relies on (evaluation speed and network, the last epoch's validation, the random states
+        of a resume) and the recipe switches that are callbacks: ``ema``, ``auto_anchor``, ``freeze_backbone_epochs``.
         Lightning adds them to the Trainer's; a Trainer callback of the same type is replaced."""
-        from .callbacks.evaluation import EvalSpeed, ValidateLastEpoch
+        from .callbacks.evaluation import EvalSpeed, FusedEvaluation, ValidateLastEpoch
         from .callbacks.random_state import ResumeRandomState
         from .callbacks.recipe import EMA, AutoAnchor, FreezeBackbone
 
         hp = self.hparams
-        callbacks: list[pl.Callback] = [EvalSpeed(), ValidateLastEpoch(), ResumeRandomState()]
-        if hp.get("ema"):
-            callbacks.append(EMA(decay=hp.ema_decay, tau=hp.ema_tau))
+        # FusedEvaluation after EMA: its copy is made once the averaged weights are swapped in
+        callbacks: list[pl.Callback] = [EMA(decay=hp.ema_decay, tau=hp.ema_tau)] if hp.get("ema") else []
+        callbacks += [FusedEvaluation(), EvalSpeed(), ValidateLastEpoch(), ResumeRandomState()]
         if hp.get("auto_anchor"):
             callbacks.append(AutoAnchor(bpr_thresh=hp.auto_anchor_bpr))
         if hp.get("freeze_backbone_epochs"):

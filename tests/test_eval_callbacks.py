@@ -10,7 +10,7 @@ import torch
 
 from lightning_yolo import YOLODataModule, YOLOModule
 from lightning_yolo.callbacks import DetectionImageLogger
-from lightning_yolo.callbacks.evaluation import EvalSpeed, ValidateLastEpoch
+from lightning_yolo.callbacks.evaluation import EvalSpeed, FusedEvaluation, ValidateLastEpoch
 from lightning_yolo.compat import set_max_epochs
 
 
@@ -93,7 +93,7 @@ def test_validation_runs_a_fused_copy_and_leaves_the_trained_network_alone(tmp_p
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert not net._forward_hooks and not net._forward_pre_hooks  # EvalSpeed's hooks removed from the copy
     # the unfused network gives the same loss and mAP (to float rounding)
-    monkeypatch.setattr(YOLOModule, "_start_evaluation", lambda self: None)
+    monkeypatch.setattr(FusedEvaluation, "on_validation_epoch_start", lambda self, trainer, pl_module: None)
     plain = _trainer(tmp_path, callbacks=[seen]).validate(model, dm, verbose=False)[0]
     assert seen.net is model.model
     assert abs(fused["val/loss"] - plain["val/loss"]) <= 1e-4 * abs(plain["val/loss"])

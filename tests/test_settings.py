@@ -112,7 +112,7 @@ def test_optimizer_by_name():
 
 
 def test_ema_and_auto_anchor_switches_add_their_callbacks():
-    always = ["EvalSpeed", "ResumeRandomState", "ValidateLastEpoch"]  # the module's own hooks
+    always = ["EvalSpeed", "FusedEvaluation", "ResumeRandomState", "ValidateLastEpoch"]  # the module's own hooks
     assert sorted(type(cb).__name__ for cb in YOLOModule(num_classes=2).configure_callbacks()) == always
     callbacks = YOLOModule(num_classes=2, ema=True, ema_decay=0.99, ema_tau=50, auto_anchor=True,
                            auto_anchor_bpr=0.9).configure_callbacks()  # fmt: skip
@@ -120,3 +120,5 @@ def test_ema_and_auto_anchor_switches_add_their_callbacks():
     anchor = next(cb for cb in callbacks if isinstance(cb, AutoAnchor))
     assert ema.ema_fn.decay == 0.99 and ema.ema_fn.tau == 50
     assert anchor.bpr_thresh == 0.9
+    names = [type(cb).__name__ for cb in callbacks]
+    assert names.index("EMA") < names.index("FusedEvaluation")  # the fused copy is made after the EMA swap
