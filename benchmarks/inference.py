@@ -154,6 +154,13 @@ def main(argv: list[str] | None = None) -> None:
             compiled(x_cl)
         print(f"torch.compile: first call (compilation) {time.perf_counter() - start:.0f} s")
         configs.append(("fused + channels_last + torch.compile (freezing)", inference_call(compiled, x_cl)))
+        if args.bf16:  # what lightning_yolo.predict(..., compile=True) runs on a CPU with bf16 units
+            compiled_bf16 = torch.compile(fused, options={"freezing": True})
+            start = time.perf_counter()
+            inference_call(compiled_bf16, x_cl, bf16=True)()
+            print(f"torch.compile under bf16 autocast: first call (compilation) {time.perf_counter() - start:.0f} s")
+            configs.append(("fused + channels_last + bf16 autocast + torch.compile (freezing)",
+                            inference_call(compiled_bf16, x_cl, bf16=True)))
     if args.port:
         # the port's own modules (models/, utils/) import each other as top-level packages
         sys.path.insert(0, str(Path(args.port).resolve()))

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lightning_yolo.data.image_io import decode_image, letterbox, letterbox_params, list_image_files
 from lightning_yolo.inference.checkpoint import load_predictor
-from lightning_yolo.inference.predict import predict
+from lightning_yolo.inference.predict import compiled_network, predict
 from lightning_yolo.models import create_model
 from lightning_yolo.models.predictor import YOLOPredictor
 from lightning_yolo.reporting.visualize import class_color, draw_detections, save_image
@@ -147,6 +147,21 @@ def test_predict_batches_images_of_different_sizes(detecting_predictor):
         # padding right / bottom to the batch's canvas does not move boxes (it only adds grey context)
         assert len(t["scores"]) > 0 and len(a["scores"]) > 0
     assert (together[1]["boxes"][:, 2] <= 30).all() and (together[1]["boxes"][:, 3] <= 40).all()
+
+
+def test_compiled_predict_gives_the_eager_boxes_and_compiles_once():
+    predictor = YOLOPredictor(detecting_tiny(), score_thresh=0.3, nms_kind="greedy", img_size=64).fuse()
+    images = [photo(90, 150, seed=s) for s in range(3)]
+    eager = predict(predictor, images, batch_size=2, precision="fp32")
+    compiled = predict(predictor, images, batch_size=2, precision="fp32", compile=True)  # 2 + 1 (padded to 2)
+    net = compiled_network(predictor)
+    assert net is compiled_network(predictor) and net is not predictor.model  # made once, kept on the predictor
+    assert "_compiled_network" not in dict(predictor.named_modules())
+    assert sum(len(e["scores"]) for e in eager) > 0
+    for e, c in zip(eager, compiled, strict=True):
+        assert len(e["scores"]) == len(c["scores"])
+        torch.testing.assert_close(c["boxes"], e["boxes"], atol=1e-3, rtol=1e-4)  # Inductor reorders sums
+        torch.testing.assert_close(c["scores"], e["scores"], atol=1e-4, rtol=0)
 
 
 def test_predict_input_errors(tmp_path):
