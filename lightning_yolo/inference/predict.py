@@ -72,7 +72,7 @@ def predict(
             (AVX-512 BF16 / AMX; :func:`lightning_yolo.runtime.cpu_has_bf16`), in float32 elsewhere; ``"bf16"`` or
             ``"fp32"`` force one. Decoding and NMS stay float32.
         compile: run the network through ``torch.compile`` with Inductor freezing (:func:`compiled_network`): the
-            paper model at 416 px in bf16 on a 2-core CPU 220 ms instead of 270 ms per image, after about 10 s of
+            paper model at 416 px in bf16 on a 2-core CPU 214 ms instead of 269 ms per image, after about 11 s of
             compilation at the first batch; worth it for many images of one size. The weights are frozen into the
             compiled graph at that first batch (a predictor whose network trains on is compiled anew by a new
             predictor, not updated), the last batch is padded to ``batch_size`` so it reuses the graph, and
