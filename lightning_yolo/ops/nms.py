@@ -151,10 +151,10 @@ def diou_nms(
     Overlapping boxes whose centres are far apart (neighbouring objects) survive where greedy IoU-NMS drops them.
 
     Boxes are sorted by segment (default: the group), then by decreasing score, and processed in blocks of 256 that
-    never cross a segment: the rows of a block not yet suppressed are compared with the alive boxes of the rest of
-    their segment (one ``[rows, segment]`` criterion matrix; pairs of different groups never suppress), the greedy
-    pass inside the block is resolved by a vectorised fixed-point iteration (:func:`_greedy_keep`), and the block's
-    kept boxes suppress later boxes in one step. The loop runs once per block, never once per box; memory is
+    never cross a segment: the greedy pass among the block's rows not yet suppressed is resolved by a vectorised
+    fixed-point iteration on their ``[rows, rows]`` criterion matrix (:func:`_greedy_keep`; pairs of different
+    groups never suppress), and the block's kept boxes then suppress the alive later boxes of their segment in one
+    ``[kept, later]`` step. The loop runs once per block, never once per box; memory is
     O(256 * largest segment).
 
     ``max_per_segment`` stops a segment once that many of its boxes are kept: a caller that keeps only the best
@@ -204,11 +204,15 @@ def diou_nms(
         rows = cols[cols < stop]
         if rows.numel() == 0:
             return rows
-        suppress = _suppression_matrix(boxes_sorted, idxs_sorted, rows, cols, iou_thresh, beta)  # [r, c]
-        # rows are the first r of cols, so suppress[:, :r] is the block's own (strictly upper-triangular) part
-        block_keep = _greedy_keep(suppress[:, : rows.numel()])
-        removed[cols[suppress[block_keep].any(0)]] = True
-        return rows[block_keep]
+        # the block's own greedy pass first ([r, r], strictly upper triangular), then only the boxes it keeps
+        # against the later ones ([kept, c - r]): most of a block is suppressed, so this is a fraction of [r, c]
+        block_keep = _greedy_keep(_suppression_matrix(boxes_sorted, idxs_sorted, rows, rows, iou_thresh, beta))
+        kept = rows[block_keep]
+        later = cols[rows.numel() :]  # rows are the first r of cols
+        if kept.numel() and later.numel():
+            hit = _suppression_matrix(boxes_sorted, idxs_sorted, kept, later, iou_thresh, beta).any(0)
+            removed[later[hit]] = True
+        return kept
 
     if cap is None:
         # blocks of _BLOCK boxes in sorted order; a block's columns run to the end of its last segment
