@@ -72,8 +72,8 @@ class EvalSpeed(pl.Callback):
         self._state, self._last_end, self._hooked = "idle", None, False
 
     def _hook(self, pl_module: pl.LightningModule) -> None:
-        # at the first batch, not at the epoch's start: the module makes the network it evaluates (``eval_model``,
-        # a fused copy) in its own epoch-start hook, which Lightning calls after the callbacks'
+        # at the first batch, not at the epoch's start: the network evaluated (``eval_model``, FusedEvaluation's
+        # fused copy) is set in an epoch-start hook, and the order of the callbacks' hooks is not ours to rely on
         self._hooked = True
         model = getattr(pl_module, "eval_model", getattr(pl_module, "model", None))
         loss = getattr(pl_module, "loss", None)

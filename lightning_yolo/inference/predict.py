@@ -106,12 +106,14 @@ def predict(
         images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        count = images.shape[0]
-        if compile and count < int(batch_size) and not rect:  # one graph for every batch: pad the last one
-            images = torch.cat([images, images[-1:].expand(int(batch_size) - count, -1, -1, -1)])
         with inference_autocast(precision, device.type):
-            raw = network(images) if compile else None
-            detections = predictor.detect_raw([r[:count] for r in raw]) if compile else predictor(images)
+            if network is None:
+                detections = predictor(images)
+            else:
+                count = images.shape[0]
+                if count < int(batch_size) and not rect:  # one graph for every batch: pad the last one
+                    images = torch.cat([images, images[-1:].expand(int(batch_size) - count, -1, -1, -1)])
+                detections = predictor.detect_raw([r[:count] for r in network(images)])
         for (_, ratio, pad, orig_hw), det in zip(boxed, detections, strict=True):
             out: dict[str, Any] = detections_to_original(det, ratio, pad, orig_hw)
             if predictor.class_names is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -169,7 +170,8 @@ class FusedMirror:
     swapped them in): the first call deep-copies and fuses; later calls copy the weights and buffers into the
     same copy and recompute the fused convolutions, several times cheaper than a new deep copy, which would cost
     as much as the fusing saves on a small validation set. A network whose tensors changed name, shape, dtype or
-    device (a new head, a move to the GPU) is copied anew. The network itself is never modified. Call it with the network in eval mode.
+    device (a new head, a move to the GPU) is copied anew. The network itself is never modified. Call it with the
+    network in eval mode.
     """
 
     def __init__(self) -> None:
@@ -179,8 +181,6 @@ class FusedMirror:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> nn.Module:
-        import copy
-
         state = model.state_dict()
         signature = [(k, tuple(v.shape), v.dtype, v.device) for k, v in state.items()]
         if self.net is None or signature != self._signature:
